@@ -1,0 +1,326 @@
+"""Typed experiment configuration: dataclass defaults, YAML presets, ``key=value`` overrides.
+
+Every default lives in the dataclasses below, in one place. A YAML file (a preset shipped in
+``dreamdata/presets`` or any path) overrides some of them, and ``section.key=value`` arguments on the
+command line override those. The resolved config is written into each run directory, so a run can always
+be traced back to exactly what it was trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from dreamdata.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which images to train on and how to present them to the network."""
+
+    dataset: str = "fashion-mnist"  # mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH | zip:PATH | npz:PATH
+    data_root: str = "~/.cache/dreamdata/data"  # where torchvision datasets are downloaded / looked for
+    classes: Optional[list[Union[int, str]]] = None  # subset of classes, by name or index; None = all
+    per_class: Optional[int] = None  # keep at most this many images per class (low-data regimes)
+    image_size: Optional[int] = None  # resize to this square size; None = native
+    channels: Optional[int] = None  # 1 (grayscale) or 3 (RGB); None = native
+    hflip: bool = True  # random horizontal flip during training
+    val_fraction: float = 0.02  # held out from the training split for validation loss
+    split_seed: int = 0  # fixes which images are held out and which survive per_class
+    skip_corrupt: bool = False  # skip unreadable images (and report how many) instead of failing
+
+
+@dataclass
+class ProcessConfig:
+    """The forward corruption process and its training objective."""
+
+    kind: str = "gaussian"  # gaussian (DDPM); blur (cold diffusion) comes later
+    schedule: str = "linear"  # linear | cosine | constant
+    num_steps: int = 1000  # T
+    beta_start: float = 1e-4  # linear: beta_1 (Ho et al. 2020)
+    beta_end: float = 0.02  # linear: beta_T
+    constant_beta: float = 0.02  # constant: beta_t for every t
+    cosine_s: float = 0.008  # cosine: offset s (Nichol & Dhariwal 2021, eq. 17)
+    prediction: str = "epsilon"  # epsilon | x0 | v
+    loss_weighting: str = "simple"  # simple (Ho et al. L_simple) | min_snr (Hang et al. 2023)
+    min_snr_gamma: float = 5.0
+
+
+@dataclass
+class ModelConfig:
+    """The denoising network. Input channels, image size and class count come from the data."""
+
+    network: str = "unet"  # unet | small_cnn
+    class_conditional: bool = True  # embed class labels (with a learned null class for CFG)
+    base_channels: int = 64
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = 2
+    attention_resolutions: list[int] = field(default_factory=lambda: [8])  # feature-map sizes with self-attention
+    attention_head_channels: int = 32
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, budget, bookkeeping."""
+
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adam | adamw
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 500
+    lr_schedule: str = "constant"  # constant | cosine (cosine needs a step or epoch budget)
+    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay ramps as min(decay, (1 + n) / (10 + n)) so early EMA is not stuck at init
+    p_uncond: float = 0.1  # label dropout for classifier-free guidance
+    epochs: Optional[float] = None  # budget: exactly one of epochs, steps, minutes
+    steps: Optional[int] = None
+    minutes: Optional[float] = None
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the network
+    num_threads: Optional[int] = None  # torch CPU threads; None = torch's default
+    log_every: int = 50  # steps between metrics.jsonl lines
+    val_every: int = 1000  # steps between validation losses (0 = only at the end)
+    val_batches: int = 4  # validation batches per evaluation
+    checkpoint_every: int = 2000  # steps between checkpoints (0 = only at the end)
+    keep_checkpoints: int = 2  # older checkpoints are deleted
+    sample_grid: bool = True  # write a sample grid (one row per class) at the end
+    sample_per_class: int = 8
+    sample_steps: int = 100  # ancestral DDPM steps for the end-of-training grid
+    progress: bool = True  # show a progress bar
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run is built from."""
+
+    name: str = "run"
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building a RunConfig from YAML and overrides, with errors that name the key and value.
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped with the package."""
+    folder = resources.files("dreamdata") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_config_file(path_or_preset: str) -> dict[str, Any]:
+    """Read a YAML file, or a shipped preset by name (``fashion-mnist``, ``tiny``...)."""
+    path = Path(path_or_preset).expanduser()
+    if path.is_file():
+        text = path.read_text()
+        origin = str(path)
+    elif path_or_preset in preset_names():
+        text = (resources.files("dreamdata") / "presets" / f"{path_or_preset}.yaml").read_text()
+        origin = f"preset {path_or_preset!r}"
+    else:
+        raise ConfigError(f"config {path_or_preset!r}: no such file, and not a preset name "
+                          f"(presets: {', '.join(preset_names())})")
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{origin}: not valid YAML: {error}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{origin}: expected a mapping of sections at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``section.key=value`` and parse the value as YAML (so ``3``, ``1e-4``, ``[1,2]``, ``null``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.steps=1000")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    parts = dotted_key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted_key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a dataclass field's type, converting int -> float where harmless."""
+    origin = get_origin(annotation)
+    if origin is Union:
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(error)
+        raise errors[0]
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
+        (item_type,) = get_args(annotation)
+        return [_coerce(item, item_type, key) for item in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation is Any:
+        return value
+    type_name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"config key {key}: expected {type_name}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<top>'}: expected a mapping, got {values!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known keys in this section: "
+                          f"{', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in values.items():
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = _build(annotation, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, annotation, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path_or_preset: Optional[str] = None, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
+    """Resolve a RunConfig: dataclass defaults <- YAML file or preset <- ``key=value`` overrides."""
+    tree: dict[str, Any] = read_config_file(path_or_preset) if path_or_preset else {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    config = _build(RunConfig, tree, "")
+    validate(config)
+    return config
+
+
+def config_from_dict(tree: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from its ``to_dict`` form (e.g. the config saved in a run directory)."""
+    config = _build(RunConfig, tree, "")
+    validate(config)
+    return config
+
+
+def merge_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``key=value`` overrides on top of an existing config (used by ``--resume``)."""
+    tree = config.to_dict()
+    for text in overrides:
+        key, value = parse_override(text)
+        update: dict[str, Any] = {}
+        _set_dotted(update, key, value)
+        tree = _merge(tree, update)
+    return config_from_dict(tree)
+
+
+def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"config key {key}: {value!r} is not one of {', '.join(options)}")
+
+
+def validate(config: RunConfig) -> None:
+    """Reject values that are well-typed but meaningless, naming the key."""
+    p, m, t, d = config.process, config.model, config.train, config.data
+    _choice("process.kind", p.kind, ("gaussian",))
+    _choice("process.schedule", p.schedule, ("linear", "cosine", "constant"))
+    _choice("process.prediction", p.prediction, ("epsilon", "x0", "v"))
+    _choice("process.loss_weighting", p.loss_weighting, ("simple", "min_snr"))
+    _choice("model.network", m.network, ("unet", "small_cnn"))
+    _choice("train.optimizer", t.optimizer, ("adam", "adamw"))
+    _choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine"))
+    _choice("train.precision", t.precision, ("auto", "fp32", "bf16"))
+    if p.num_steps < 1:
+        raise ConfigError(f"config key process.num_steps: expected a positive integer, got {p.num_steps}")
+    budgets = [name for name in ("epochs", "steps", "minutes") if getattr(t, name) is not None]
+    if len(budgets) > 1:
+        raise ConfigError(f"config keys train.{budgets[0]} and train.{budgets[1]}: give exactly one budget "
+                          "(epochs, steps or minutes); set the others to null")
+    if t.lr_schedule == "cosine" and t.minutes is not None:
+        raise ConfigError("config key train.lr_schedule: cosine decay needs a step or epoch budget, "
+                          "not train.minutes")
+    for key in ("epochs", "steps", "minutes"):
+        value = getattr(t, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key train.{key}: expected a positive number, got {value}")
+    if t.batch_size < 1:
+        raise ConfigError(f"config key train.batch_size: expected a positive integer, got {t.batch_size}")
+    if not 0.0 <= t.p_uncond < 1.0:
+        raise ConfigError(f"config key train.p_uncond: expected 0 <= p < 1, got {t.p_uncond}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"config key train.ema_decay: expected 0 <= decay < 1, got {t.ema_decay}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"config key data.val_fraction: expected 0 <= fraction < 1, got {d.val_fraction}")
+    if d.channels not in (None, 1, 3):
+        raise ConfigError(f"config key data.channels: expected 1, 3 or null, got {d.channels}")
+    if d.per_class is not None and d.per_class < 1:
+        raise ConfigError(f"config key data.per_class: expected a positive integer, got {d.per_class}")
+    if len(t.adam_betas) != 2:
+        raise ConfigError(f"config key train.adam_betas: expected two numbers, got {t.adam_betas}")
+
+
+def config_json(config: RunConfig) -> str:
+    """Compact JSON of a config, stored in checkpoint metadata."""
+    return json.dumps(config.to_dict(), sort_keys=True)

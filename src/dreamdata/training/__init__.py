@@ -1,0 +1,1 @@
+"""Training: the resumable loop, its run directory, checkpoints, EMA and DDP plumbing."""

@@ -1,0 +1,51 @@
+"""Rebuild a trained network and its process from a run directory or checkpoint, for sampling."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from dreamdata.config import RunConfig, config_from_dict
+from dreamdata.errors import CheckpointError
+from dreamdata.networks import build_network
+from dreamdata.process import build_process
+from dreamdata.training import checkpoint as ckpt
+from dreamdata.training import run_dir as rd
+
+
+@dataclass
+class TrainedModel:
+    network: torch.nn.Module
+    process: object
+    config: RunConfig
+    class_names: list[str]
+    step: int
+    checkpoint: Path
+
+
+def load_trained(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> TrainedModel:
+    """Load a run's latest checkpoint (or the given ``.safetensors`` file) in eval mode."""
+    path = Path(path).expanduser()
+    if path.suffix == ".safetensors":
+        weights_path = path
+    else:
+        run_dir = rd.resolve_run_dir(path)
+        weights_path = ckpt.latest_checkpoint(run_dir)
+        if weights_path is None:
+            raise CheckpointError(f"{run_dir}: the run has no checkpoint yet")
+    weights = ckpt.load_weights(weights_path, device=device)
+    try:
+        config = config_from_dict(json.loads(weights.metadata["config"]))
+        data = json.loads(weights.metadata["data"])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{weights_path}: metadata lacks a readable config/data description ({error})") from None
+    num_classes = len(data["class_names"]) if config.model.class_conditional else 0
+    network = build_network(config.model, data["channels"], data["image_size"], num_classes)
+    ckpt.load_into(network, weights.ema if use_ema else weights.model, weights_path)
+    network = network.to(device).eval()
+    return TrainedModel(network=network, process=build_process(config.process), config=config,
+                        class_names=data["class_names"], step=weights.step, checkpoint=weights_path)

@@ -1,0 +1,143 @@
+"""The self-describing run directory.
+
+Layout (EDM-style numbered directories, so runs sort by creation)::
+
+    runs/00003-fashion-mnist/
+        config.yaml        resolved RunConfig (everything the run was built from)
+        version.json       dreamdata/torch versions, git commit and dirty flag, command line
+        data.json          class names, image shape, train/val sizes
+        metrics.jsonl      one JSON object per line: step, epoch, loss, val_loss, lr, img_per_s, ...
+        checkpoints/       step-000001000.safetensors (+ .state.pt), latest.json
+        samples/           grid-step-000001000.png
+
+Reports and later commands (sample, evaluate, dream) only read these files.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+
+import dreamdata
+from dreamdata.atomic import append_line, write_text_atomic
+from dreamdata.config import RunConfig, config_from_dict
+from dreamdata.errors import CheckpointError
+
+CONFIG_FILE = "config.yaml"
+VERSION_FILE = "version.json"
+DATA_FILE = "data.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+
+
+def new_run_dir(runs_dir: str | Path, name: str) -> Path:
+    """Create ``runs_dir/NNNNN-name`` with the next free number."""
+    runs_dir = Path(runs_dir).expanduser()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(p.name[:5]) for p in runs_dir.iterdir() if re.match(r"^\d{5}-", p.name)]
+    number = max(numbers, default=-1) + 1
+    while True:
+        path = runs_dir / f"{number:05d}-{_slug(name)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # another process took this number; take the next
+            number += 1
+
+
+def code_version() -> dict[str, Any]:
+    """Where the code came from: package and torch versions, git commit and whether the tree was dirty."""
+    package_dir = Path(dreamdata.__file__).resolve().parent
+    info: dict[str, Any] = {
+        "dreamdata": dreamdata.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "command": sys.argv,
+        "git_commit": None,
+        "git_dirty": None,
+    }
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package_dir, capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode == 0:
+            info["git_commit"] = commit.stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=package_dir,
+                                    capture_output=True, text=True, timeout=10)
+            info["git_dirty"] = bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout (installed package): versions above still identify the code
+    return info
+
+
+def write_run_files(run_dir: Path, config: RunConfig, data_info: dict[str, Any]) -> None:
+    """Write the resolved config, code version and data description (atomically)."""
+    write_text_atomic(run_dir / CONFIG_FILE, config.to_yaml())
+    write_text_atomic(run_dir / VERSION_FILE, json.dumps(code_version(), indent=2) + "\n")
+    write_text_atomic(run_dir / DATA_FILE, json.dumps(data_info, indent=2) + "\n")
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run was trained with."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: not a dreamdata run directory (no {CONFIG_FILE})")
+    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+def read_data_info(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / DATA_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: no {DATA_FILE}; was this run directory written by dreamdata train?")
+    return json.loads(path.read_text())
+
+
+def log_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one record to ``metrics.jsonl``."""
+    append_line(run_dir / METRICS_FILE, json.dumps(record, sort_keys=False))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: Path, after_step: int) -> None:
+    """Drop records logged after ``after_step`` (they belong to progress lost since the last checkpoint)."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def resolve_run_dir(path: str | Path) -> Path:
+    """Accept a run directory (or a checkpoint file inside one) and return the run directory."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.parent.name == "checkpoints":
+        path = path.parent.parent
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such run directory")
+    if not (path / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path}: not a dreamdata run directory (no {CONFIG_FILE})")
+    return path
+
+
+def latest_metric(run_dir: Path, key: str) -> Optional[float]:
+    for record in reversed(read_metrics(run_dir)):
+        if key in record:
+            return record[key]
+    return None

@@ -1,0 +1,290 @@
+"""The training loop: data -> process loss -> optimizer, resumable and identical under resume.
+
+Design choices that make a resumed run continue *exactly* (its loss trace equals an uninterrupted run's
+on the CPU):
+
+* batches are addressed by the global step (:class:`dreamdata.data.BatchStream`), so no data-loader
+  state needs saving;
+* the global torch RNG (noise, timesteps, label dropout, dropout) is saved and restored with each
+  checkpoint, and nothing besides the training step draws from it - validation and preview sampling use
+  their own seeded generators;
+* the running loss window, the EMA and the optimizer/LR-scheduler state are checkpointed too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from dreamdata.config import RunConfig, config_json
+from dreamdata.data import BatchStream, ImageData, load_dataset, split_validation
+from dreamdata.errors import CheckpointError, DataError
+from dreamdata.networks import build_network, describe_network
+from dreamdata.process import build_process
+from dreamdata.sampling.preview import write_class_grid
+from dreamdata.training import checkpoint as ckpt
+from dreamdata.training import run_dir as rd
+from dreamdata.training.distributed import (DistributedContext, all_reduce_sum, broadcast_flag,
+                                            check_replicas_identical, init_distributed, shutdown_distributed)
+from dreamdata.training.ema import EMA
+from dreamdata.training.setup import (autocast_context, build_optimizer, capture_rng_state, lr_multiplier,
+                                      resolve_device, restore_rng_state, total_steps_for_budget)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Optional[Path]
+    step: int
+    losses: list[float] = field(default_factory=list)
+
+
+def data_description(train: ImageData, val: ImageData) -> dict:
+    return {"class_names": train.class_names, "channels": train.channels, "image_size": train.image_size,
+            "num_train": len(train), "num_val": len(val), "source": train.source}
+
+
+@torch.no_grad()
+def validation_loss(network, process, val: ImageData, batch_size: int, batches: int, device: torch.device,
+                    seed: int, precision: str) -> Optional[float]:
+    """Mean loss on the first ``batches`` held-out batches with fixed noise (comparable across steps)."""
+    if len(val) == 0:
+        return None
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = network.training
+    network.eval()
+    total, count = 0.0, 0
+    for start in range(0, min(len(val), batch_size * batches), batch_size):
+        images = val.images[start:start + batch_size].to(device).float().div(127.5).sub(1.0)
+        labels = val.labels[start:start + batch_size].to(device)
+        with autocast_context(precision, device):
+            losses = process.training_losses(network, images, labels, generator=generator)
+        total += float(losses.float().sum())
+        count += images.shape[0]
+    network.train(was_training)
+    return total / count
+
+
+class Trainer:
+    """Builds everything from a RunConfig and runs (or resumes) the training loop."""
+
+    def __init__(self, config: RunConfig, resume: Optional[str | Path] = None, run_dir: Optional[Path] = None):
+        self.config = config
+        tc = config.train
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
+        self.context: DistributedContext = init_distributed(
+            "cuda" if tc.device.startswith("cuda") or (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = resolve_device(tc.device, self.context.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        data = load_dataset(config.data, "train")
+        self.train_data, self.val_data = split_validation(data, config.data.val_fraction, config.data.split_seed)
+        if tc.batch_size % self.context.world_size:
+            raise DataError(f"train.batch_size={tc.batch_size} is the global batch; it must divide evenly "
+                            f"over {self.context.world_size} processes")
+        self.stream = BatchStream(self.train_data, tc.batch_size // self.context.world_size, seed=tc.seed,
+                                  hflip=config.data.hflip, device=self.device, rank=self.context.rank,
+                                  world_size=self.context.world_size)
+        self.total_steps = total_steps_for_budget(tc, self.stream.steps_per_epoch)
+
+        torch.manual_seed(tc.seed)  # identical initial weights on every rank
+        num_classes = self.train_data.num_classes if config.model.class_conditional else 0
+        self.network = build_network(config.model, self.train_data.channels, self.train_data.image_size,
+                                     num_classes).to(self.device)
+        if tc.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.process = build_process(config.process)
+        self.ema = EMA(self.network, tc.ema_decay, tc.ema_warmup)
+        self.optimizer = build_optimizer(self.network.parameters(), tc)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_multiplier(step, tc.warmup_steps, tc.lr_schedule, self.total_steps))
+        self.trained_network = self.network
+        if tc.compile:
+            self.trained_network = torch.compile(self.network)
+        if self.context.enabled:
+            self.trained_network = DistributedDataParallel(
+                self.trained_network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # per-rank stream for noise, timesteps and label dropout
+        torch.manual_seed(tc.seed + 1 + self.context.rank)
+
+        self.step = 0
+        self.elapsed = 0.0  # training seconds, accumulated across resumes
+        self.window_loss = torch.zeros((), device=self.device)
+        self.window_steps = 0
+        self.run_dir: Optional[Path] = None
+        self.saved_step: Optional[int] = None
+        if resume is not None:
+            self.run_dir = rd.resolve_run_dir(resume)
+            self._restore()
+        elif self.context.is_main:
+            self.run_dir = run_dir or rd.new_run_dir(config.runs_dir, config.name)
+            rd.write_run_files(self.run_dir, config, data_description(self.train_data, self.val_data))
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, str]:
+        return {"config": config_json(self.config),
+                "data": json.dumps(data_description(self.train_data, self.val_data))}
+
+    def save(self) -> None:
+        if not self.context.is_main or self.run_dir is None or self.saved_step == self.step:
+            return
+        self.saved_step = self.step
+        state = {"step": self.step, "elapsed": self.elapsed, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "ema_updates": self.ema.num_updates,
+                 "rng": capture_rng_state(self.device), "window_loss": self.window_loss.detach().cpu(),
+                 "window_steps": self.window_steps, "world_size": self.context.world_size}
+        ckpt.save_checkpoint(self.run_dir, self.step, self.network, self.ema.module, state, self._metadata(),
+                             keep=self.config.train.keep_checkpoints)
+
+    def _restore(self) -> None:
+        weights_path = ckpt.latest_checkpoint(self.run_dir)
+        if weights_path is None:
+            raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from yet")
+        weights = ckpt.load_weights(weights_path, device=self.device)
+        ckpt.load_into(self.network, weights.model, weights_path)
+        ckpt.load_into(self.ema.module, weights.ema, weights_path)
+        state = ckpt.load_training_state(weights_path)
+        if state.get("world_size", 1) != self.context.world_size:
+            raise CheckpointError(f"{weights_path}: saved by {state.get('world_size')} processes, resumed with "
+                                  f"{self.context.world_size}; per-rank RNG streams would not continue exactly")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.ema.num_updates = state["ema_updates"]
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.saved_step = self.step
+        self.window_loss = state["window_loss"].to(self.device)
+        self.window_steps = state["window_steps"]
+        if self.context.rank == 0:
+            restore_rng_state(state["rng"], self.device)
+        else:  # ranks > 0 have no saved stream; derive one from the step
+            torch.manual_seed(self.config.train.seed + 1 + self.context.rank + 7919 * self.step)
+        if self.context.is_main:
+            rd.truncate_metrics(self.run_dir, self.step)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _budget_spent(self) -> bool:
+        tc = self.config.train
+        if self.total_steps is not None:
+            return self.step >= self.total_steps
+        return broadcast_flag(self.elapsed >= tc.minutes * 60.0, self.context, self.device)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        tc = self.config.train
+        if self.network.num_classes > 0 and tc.p_uncond > 0:
+            drop = torch.rand(labels.shape[0], device=self.device) < tc.p_uncond
+            labels = torch.where(drop, torch.full_like(labels, self.network.null_class), labels)
+        if tc.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast_context(tc.precision, self.device):
+            loss = self.process.training_losses(self.trained_network, images, labels).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(self.network)
+        return loss.detach()
+
+    def _log(self, window_seconds: float, extra: dict) -> dict:
+        loss_sum = all_reduce_sum(self.window_loss, self.context)
+        record = {"step": self.step, "epoch": round(self.step / self.stream.steps_per_epoch, 4),
+                  "loss": float(loss_sum) / max(1, self.window_steps * self.context.world_size),
+                  "lr": self.scheduler.get_last_lr()[0],
+                  "img_per_s": round(self.window_steps * self.config.train.batch_size / max(window_seconds, 1e-9), 2),
+                  "elapsed_s": round(self.elapsed, 2), **extra}
+        self.window_loss.zero_()
+        self.window_steps = 0
+        if self.context.is_main and self.run_dir is not None:
+            rd.log_metrics(self.run_dir, record)
+        return record
+
+    def _validate(self) -> dict:
+        tc = self.config.train
+        seed = tc.seed + 12345
+        result = {}
+        for key, network in (("val_loss", self.network), ("val_loss_ema", self.ema.module)):
+            value = validation_loss(network, self.process, self.val_data, tc.batch_size, tc.val_batches,
+                                    self.device, seed, tc.precision)
+            if value is not None:
+                result[key] = value
+        return result
+
+    def run(self, stop_at_step: Optional[int] = None) -> TrainResult:
+        """Train until the budget is spent (or ``stop_at_step``, used to simulate an interruption)."""
+        tc = self.config.train
+        if self.context.is_main:
+            print(f"{describe_network(self.network)}; {len(self.train_data):,} training images "
+                  f"({self.train_data.source}), {len(self.val_data):,} held out; device {self.device}; "
+                  f"run directory {self.run_dir}", flush=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (tc.progress and self.context.is_main),
+                   unit="step", dynamic_ncols=True, desc="train")
+        logged: list[float] = []
+        self.network.train()
+        window_elapsed_start = self.elapsed
+        interrupted = False
+        clock = time.perf_counter()
+        try:
+            while not self._budget_spent() and (stop_at_step is None or self.step < stop_at_step):
+                images, labels = self.stream.batch(self.step)
+                loss = self.train_step(images, labels)
+                self.window_loss += loss
+                self.window_steps += 1
+                self.step += 1
+                now = time.perf_counter()
+                self.elapsed += now - clock  # wall clock, including logging and checkpoints
+                clock = now
+                bar.update(1)
+                if self.step % tc.log_every == 0:
+                    extra = self._validate() if tc.val_every and self.step % tc.val_every == 0 else {}
+                    record = self._log(self.elapsed - window_elapsed_start, extra)
+                    window_elapsed_start = self.elapsed
+                    logged.append(record["loss"])
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=record["img_per_s"])
+                    if tc.minutes is not None:
+                        bar.set_description(f"train ({max(0.0, tc.minutes - self.elapsed / 60):.1f} min left)")
+                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"\ninterrupted at step {self.step}: saving a checkpoint; continue with "
+                  f"`dreamdata train --resume {self.run_dir}`", flush=True)
+        finally:
+            bar.close()
+        finished = not interrupted and self._budget_spent()
+        if finished and self.window_steps:
+            logged.append(self._log(self.elapsed - window_elapsed_start, self._validate())["loss"])
+        self.save()
+        check_replicas_identical(self.network, self.context, self.device)
+        if finished and tc.sample_grid and self.context.is_main and self.run_dir is not None:
+            grid = write_class_grid(self.ema.module, self.process, self.run_dir / "samples" /
+                                    f"grid-step-{self.step:09d}.png", per_class=tc.sample_per_class,
+                                    steps=tc.sample_steps, seed=tc.seed, device=self.device,
+                                    progress=tc.progress)
+            print(f"sample grid (one row per class, EMA weights): {grid}", flush=True)
+        if interrupted:
+            raise KeyboardInterrupt
+        return TrainResult(run_dir=self.run_dir, step=self.step, losses=logged)
+
+    def close(self) -> None:
+        shutdown_distributed(self.context)
+
+
+def train(config: RunConfig, resume: Optional[str | Path] = None, stop_at_step: Optional[int] = None,
+          run_dir: Optional[Path] = None) -> TrainResult:
+    """Train (or resume) a run and return where it was written."""
+    trainer = Trainer(config, resume=resume, run_dir=run_dir)
+    try:
+        return trainer.run(stop_at_step=stop_at_step)
+    finally:
+        trainer.close()

@@ -1,0 +1,67 @@
+"""Config resolution: defaults <- preset/YAML <- key=value, and errors naming the key."""
+
+import pytest
+
+from dreamdata.cli import main
+from dreamdata.config import RunConfig, load_config, merge_overrides, preset_names
+from dreamdata.errors import ConfigError
+
+
+def test_presets_resolve_and_override():
+    assert {"tiny", "demo", "fashion-mnist", "cifar10"} <= set(preset_names())
+    config = load_config("cifar10", ["train.steps=7", "model.channel_mults=[1,2]", "train.lr=1e-3"])
+    assert config.train.steps == 7
+    assert config.model.channel_mults == [1, 2]
+    assert config.train.lr == pytest.approx(1e-3)
+    assert config.model.base_channels == 128  # from the preset
+    assert config.train.p_uncond == pytest.approx(0.1)  # from the dataclass default
+
+
+def test_yaml_file_and_int_to_float(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1\n  steps: 5\nprocess:\n  schedule: cosine\n")
+    config = load_config(str(path))
+    assert isinstance(config.train.lr, float) and config.train.lr == 1.0
+    assert config.process.schedule == "cosine"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stepz=3", "unknown config key train.stepz"),
+    ("train.steps=abc", "train.steps: expected int, got 'abc'"),
+    ("process.schedule=quadratic", "process.schedule: 'quadratic' is not one of linear, cosine, constant"),
+    ("train.p_uncond=1.5", "train.p_uncond"),
+    ("data.channels=2", "data.channels"),
+    ("nonsense", "expected KEY=VALUE"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config("tiny", [override])
+
+
+def test_two_budgets_rejected():
+    with pytest.raises(ConfigError, match="train.epochs and train.steps"):
+        load_config("tiny", ["train.epochs=2"])
+
+
+def test_missing_config_file_names_it():
+    with pytest.raises(ConfigError, match="no_such.yaml"):
+        load_config("no_such.yaml")
+
+
+def test_round_trip_and_merge():
+    config = load_config("tiny")
+    again = merge_overrides(config, ["train.steps=99"])
+    assert again.train.steps == 99 and again.model == config.model
+    assert isinstance(again, RunConfig)
+
+
+def test_dry_run_prints_resolved_config(capsys):
+    assert main(["train", "tiny", "train.steps=123", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 123" in out and "base_channels: 8" in out
+
+
+def test_cli_error_is_one_line_naming_the_key(capsys):
+    assert main(["train", "tiny", "train.bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key train.bogus" in err and "Traceback" not in err
