@@ -395,3 +395,21 @@ def test_real_fashion_mnist_from_debian_package(tmp_path, monkeypatch):
     test = load_dataset(config(tmp_path, "fashion-mnist"), "test")
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert train.class_counts().tolist() == [6000] * 10 and train.num_classes == 10
+
+
+def test_pad_to_adds_black_border_without_scaling(tmp_path):
+    import numpy as np
+
+    from dreamdata.config import DataConfig
+    from dreamdata.data import load_dataset
+    from dreamdata.errors import DataError
+
+    images = np.full((4, 6, 6, 1), 200, dtype=np.uint8)
+    path = tmp_path / "p.npz"
+    np.savez(path, images=images, labels=np.array([0, 1, 0, 1]))
+    data = load_dataset(DataConfig(dataset=f"npz:{path}", pad_to=10))
+    assert data.images.shape == (4, 1, 10, 10)
+    assert (data.images[:, :, 2:8, 2:8] == 200).all()
+    assert data.images.sum() == 4 * 36 * 200  # the border is zero
+    with pytest.raises(DataError, match="pad_to=4"):
+        load_dataset(DataConfig(dataset=f"npz:{path}", pad_to=4))

@@ -100,7 +100,7 @@ def test_sampler_reproduces_gaussian_data(process, num_steps, variance):
     network = GaussianOracle(process, MU.unsqueeze(0), S)
     generator = torch.Generator().manual_seed(10)
     noise = torch.randn((n, 1, 2, 2), generator=generator)
-    x = ddpm_sample(network, process, noise, taus, generator=generator, variance=variance, clip_x0=False)
+    x = ddpm_sample(network, process, noise, taus, generator=generator, variance=variance, x0_clip="none")
     assert x.shape == noise.shape and torch.isfinite(x).all()
     assert network.batch_sizes == [n] * num_steps
 
@@ -134,7 +134,7 @@ def test_parameterisations_give_the_same_samples(prediction):
         generator = torch.Generator().manual_seed(11)
         noise = torch.randn((512, 1, 2, 2), generator=generator)
         results[pred] = ddpm_sample(network, process, noise, timestep_sequence(T, 50), generator=generator,
-                                    clip_x0=False)
+                                    x0_clip="none")
     torch.testing.assert_close(results[prediction], results["epsilon"], atol=1e-4, rtol=1e-4)
 
 
@@ -149,7 +149,7 @@ def test_classifier_free_guidance_moves_the_mean_as_predicted(process):
     noise = torch.randn((2 * n, 1, 2, 2), generator=generator)
     taus = timestep_sequence(T, 50)
     x = ddpm_sample(network, process, noise, taus, class_labels=labels, guidance_scale=w,
-                    generator=generator, clip_x0=False)
+                    generator=generator, x0_clip="none")
     assert network.batch_sizes == [4 * n] * 50  # conditional and unconditional halves in one pass
     _, pred_var = predicted_moments(taus.numpy(), MU[0].double().numpy(), S[0].double().numpy(), "beta_tilde")
     for c in (0, 1):
@@ -292,6 +292,6 @@ def test_sampler_on_cuda(process):
     network.alpha_bar = process.schedule.alpha_bar.cuda()
     noise = torch.randn(4000, 1, 2, 2, device="cuda")
     x = ddpm_sample(network, process, noise, timestep_sequence(T, 100),
-                    generator=torch.Generator(device="cuda").manual_seed(0), clip_x0=False)
+                    generator=torch.Generator(device="cuda").manual_seed(0), x0_clip="none")
     assert x.device.type == "cuda" and torch.isfinite(x).all()
     np.testing.assert_allclose(x.double().mean(0).cpu().numpy(), MU[0].numpy(), atol=0.03)

@@ -29,6 +29,7 @@ class DataConfig:
     classes: Optional[list[Union[int, str]]] = None  # subset of classes, by name or index; None = all
     per_class: Optional[int] = None  # keep at most this many images per class (low-data regimes)
     image_size: Optional[int] = None  # resize to this square size; None = native
+    pad_to: Optional[int] = None  # zero-pad (black) symmetrically to this size, e.g. 28 -> 32 as the FID bench does
     channels: Optional[int] = None  # 1 (grayscale) or 3 (RGB); None = native
     hflip: bool = True  # random horizontal flip during training
     val_fraction: float = 0.02  # held out from the training split for validation loss
@@ -315,6 +316,10 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"config key data.val_fraction: expected 0 <= fraction < 1, got {d.val_fraction}")
     if d.channels not in (None, 1, 3):
         raise ConfigError(f"config key data.channels: expected 1, 3 or null, got {d.channels}")
+    for key in ("image_size", "pad_to"):
+        value = getattr(d, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"config key data.{key}: expected a positive integer, got {value}")
     if d.per_class is not None and d.per_class < 1:
         raise ConfigError(f"config key data.per_class: expected a positive integer, got {d.per_class}")
     if len(t.adam_betas) != 2:

@@ -53,3 +53,13 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     if len(images) == 0:
         return images.new_zeros((0, images.shape[1], size, size))
     return torch.cat([resize_image(chunk, size) for chunk in images.split(_CHUNK)]).contiguous()
+
+
+def pad_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad uint8 ``[N, C, H, W]`` symmetrically to ``size x size`` (e.g. Fashion-MNIST 28 -> 32 with
+    2 black pixels per side, the convention of the FID benchmark), keeping the content unscaled."""
+    height, width = images.shape[-2:]
+    if size < height or size < width:
+        raise ValueError(f"data.pad_to={size} is smaller than the images ({height}x{width})")
+    top, left = (size - height) // 2, (size - width) // 2
+    return torch.nn.functional.pad(images, (left, size - width - left, top, size - height - top))

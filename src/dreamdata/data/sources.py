@@ -19,7 +19,7 @@ from dreamdata.data.builtin import TORCHVISION_CLASSES, load_builtin
 from dreamdata.data.decode import DecodeOptions
 from dreamdata.data.image_data import ImageData, cap_per_class, select_classes
 from dreamdata.data.image_files import SPLITS, load_image_folder, load_image_zip
-from dreamdata.data.pixels import convert_channels, resize_images
+from dreamdata.data.pixels import convert_channels, pad_images, resize_images
 from dreamdata.errors import DataError
 
 PATH_KINDS = ("folder", "zip", "npz")
@@ -128,4 +128,9 @@ def load_dataset(config: DataConfig, split: str = "train") -> ImageData:
         data = replace(data, images=convert_channels(data.images, config.channels))
     if config.image_size is not None:
         data = replace(data, images=resize_images(data.images, config.image_size))
+    if config.pad_to is not None:
+        try:
+            data = replace(data, images=pad_images(data.images, config.pad_to))
+        except ValueError as error:
+            raise DataError(f"{config.dataset}: {error}") from None
     return data

@@ -14,27 +14,80 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["check_timesteps", "respaced_betas", "timestep_sequence"]
+__all__ = ["SPACINGS", "check_timesteps", "respaced_betas", "timestep_sequence"]
 
 
-def timestep_sequence(num_train_steps: int, num_sampling_steps: int) -> torch.Tensor:
-    """``num_sampling_steps`` evenly spaced training indices, descending from ``T - 1`` to ``0``.
+SPACINGS = ("linspace", "leading", "trailing", "quadratic")
 
-    Spacing rule ("linspace, rounded"): ``round(linspace(0, T - 1, S))``, reversed. It always includes both
-    ends - ``T - 1``, so sampling starts from (nearly) pure noise as in training, and ``0``, the least noisy
-    step - and the values are distinct whenever ``S <= T``. ``S = T`` gives every index; ``S = 1`` gives
-    just ``[T - 1]`` (one jump from noise to the predicted ``x0``; the "trailing" choice, since a lone
-    ``0`` would start sampling from an almost clean state).
+
+def timestep_sequence(num_train_steps: int, num_sampling_steps: int, spacing: str = "linspace") -> torch.Tensor:
+    """``num_sampling_steps`` distinct training indices in ``0 .. T - 1``, strictly descending.
+
+    ``spacing`` chooses which ones (``T`` = ``num_train_steps``, ``S`` = ``num_sampling_steps``):
+
+    * ``"linspace"`` (default): ``round(linspace(0, T - 1, S))``. Always includes both ends - ``T - 1``, so
+      sampling starts from (nearly) pure noise as in training, and ``0``, the least noisy step. ``S = 1``
+      gives just ``[T - 1]`` (one jump from noise to the predicted ``x0``; a lone ``0`` would start
+      sampling from an almost clean state).
+    * ``"leading"``: DDIM's uniform skip (Song et al. 2021, sec. 4.2 and their code; diffusers' "leading"):
+      ``i * (T // S)`` for ``i = 0 .. S - 1`` - the first ``S`` entries of ``range(0, T, T // S)`` - with
+      offset 0. Always includes ``0`` but starts at ``(S - 1) * (T // S)``, which is below ``T - 1``: the
+      first step then treats the pure-noise start as a less noisy state, the mismatch Lin et al. 2024
+      point out.
+    * ``"trailing"``: ``round(T - i * T / S) - 1`` for ``i = 0 .. S - 1``, i.e.
+      ``round(arange(T, 0, -T / S)) - 1`` (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
+      Steps Are Flawed": start sampling from the last timestep). Always starts at ``T - 1``; the last
+      visited index is ``round(T / S) - 1``, from which the sampler jumps to its ``x0`` prediction.
+    * ``"quadratic"``: DDIM's quadratic spacing for CIFAR-10 (Song et al. 2021, appendix D, and their code):
+      ``round(linspace(0, sqrt(0.8 T), S) ** 2)``, dense near ``0`` and reaching only ``round(0.8 T)``.
+      Where rounding makes neighbours collide (many steps near ``0``), the later one is moved up by one
+      (and, for tiny ``T``, the top ones down to ``T - 1``) so there are still exactly ``S`` distinct
+      indices.
+
+    ``S`` may be anything from 1 to ``T``; ``S = T`` gives every index ``T - 1 .. 0`` for every spacing.
+
+    All four are even (or quadratic) in the index ``t``, not in the noise level. With the linear schedule
+    (T = 1000) 30% of the log-SNR range lies below ``t = 50`` (``lambda`` from 1.7 to 4.6), so a 10-20
+    step grid resolves the last, fine-detail part of sampling with one or two steps, and few-step ODE
+    samplers lose variance there (see ``tests/test_samplers.py``). The cosine schedule is far more even.
     """
     for name, value in (("num_train_steps", num_train_steps), ("num_sampling_steps", num_sampling_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if num_sampling_steps > num_train_steps:
         raise ValueError(f"num_sampling_steps={num_sampling_steps} exceeds num_train_steps={num_train_steps}")
-    if num_sampling_steps == 1:
-        return torch.tensor([num_train_steps - 1], dtype=torch.long)
-    ascending = torch.linspace(0, num_train_steps - 1, num_sampling_steps, dtype=torch.float64).round().long()
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown timestep spacing {spacing!r} (known: {', '.join(SPACINGS)})")
+    T, S = num_train_steps, num_sampling_steps
+    i = torch.arange(S, dtype=torch.float64)
+    if spacing == "linspace":
+        if S == 1:
+            return torch.tensor([T - 1], dtype=torch.long)
+        ascending = torch.linspace(0, T - 1, S, dtype=torch.float64).round().long()
+    elif spacing == "leading":
+        ascending = torch.arange(S, dtype=torch.long) * (T // S)  # Song et al. 2021, sec. 4.2 (uniform tau)
+    elif spacing == "trailing":
+        ascending = ((T - i * T / S).round().long() - 1).flip(0)  # Lin et al. 2024 (trailing)
+    else:
+        grid = torch.linspace(0, (0.8 * T) ** 0.5, S, dtype=torch.float64)
+        ascending = (grid ** 2).round().long()  # Song et al. 2021, app. D (quadratic tau)
+        ascending = _make_distinct(ascending, T)
     return ascending.flip(0)
+
+
+def _make_distinct(ascending: torch.Tensor, num_train_steps: int) -> torch.Tensor:
+    """The non-decreasing ``ascending`` (length ``<= T``) nudged into strictly increasing values in ``0..T-1``.
+
+    Forward pass: each value becomes at least its predecessor plus one; backward pass: each value at most
+    ``T - 1`` and below its successor. Values that did not collide are left alone.
+    """
+    values = ascending.tolist()
+    for k in range(1, len(values)):
+        values[k] = max(values[k], values[k - 1] + 1)
+    values[-1] = min(values[-1], num_train_steps - 1)
+    for k in range(len(values) - 2, -1, -1):
+        values[k] = min(values[k], values[k + 1] - 1)
+    return torch.tensor(values, dtype=torch.long)
 
 
 def check_timesteps(timesteps: torch.Tensor | Sequence[int], num_train_steps: int) -> torch.Tensor:

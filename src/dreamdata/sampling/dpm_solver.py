@@ -1,0 +1,89 @@
+"""DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+Probabilistic Models", Algorithm 2): a second-order multistep solver of the probability-flow ODE.
+
+The ODE is solved in its data-prediction form, in ``lambda = log(alpha / sigma)`` (half the log-SNR), with
+``alpha = sqrt(alpha_bar)`` and ``sigma = sqrt(1 - alpha_bar)``. The linear part is integrated exactly;
+the network's ``x0_hat`` along the way is approximated by a line through the current and the previous
+prediction (one network call per step: "multistep"). Its global error is ``O(h^2)`` in the step size
+``h`` in ``lambda``, against DDIM's ``O(h)``, so 20 steps do about as well as DDIM's 50-100 (measured on
+Gaussian and mixture data in ``tests/test_samplers.py``). Data prediction (rather than noise prediction)
+keeps the steps stable under large guidance weights and clipping (Lu et al. 2022, their main point).
+
+Each visited timestep gets one network call. The first step is first-order (there is no previous
+prediction yet: DPM-Solver++(1), which is DDIM with ``eta = 0``), and so is the last one, from the last
+visited index to the clean image (``sigma = 0``, ``lambda = +inf``): it lands exactly on ``x0_hat``. With
+``lower_order_final`` (the default) and fewer than 15 timesteps the step *into* the last visited index is
+first-order too, as in Lu et al.'s reference code ("lower_order_final"): with few steps that step spans a
+large ``lambda`` interval, where extrapolating the previous prediction is unreliable.
+
+For the same reason any step more than twice as long in ``lambda`` as the one before it (``r < 1/2``) is
+taken with first order: the line through the last two predictions would be extrapolated far beyond the
+interval it was fitted on (variable-step multistep methods are only well behaved for bounded step
+ratios). On the usual grids this happens exactly once, on the step into index 0 of grids that end there
+("linspace", "leading"): ``lambda`` at index 0 is far out (4.6 for the linear schedule, with ``r`` about
+0.2-0.3), and taken with second order that one step over-disperses Gaussian test data by tens of percent
+at 15-50 steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from dreamdata.process.base import Network
+from dreamdata.process.gaussian import GaussianDiffusion
+from dreamdata.process.rng import GeneratorLike
+from dreamdata.sampling.common import Callback, initial_state, predict_x0_eps, prepare_sampling
+
+__all__ = ["dpm_solver_pp_2m_sample", "LOWER_ORDER_FINAL_BELOW", "MIN_STEP_RATIO"]
+
+LOWER_ORDER_FINAL_BELOW = 15  # as diffusers' DPMSolverMultistepScheduler; Lu et al.'s reference code uses 10 or 15
+MIN_STEP_RATIO = 0.5  # second order only when h_{i-1} / h_i >= 1/2 (see the module docstring)
+
+
+@torch.no_grad()
+def dpm_solver_pp_2m_sample(network: Network, process: GaussianDiffusion, noise: torch.Tensor,
+                            timesteps: Optional[torch.Tensor | Sequence[int]] = None,
+                            class_labels: Optional[torch.Tensor] = None, guidance_scale: float = 0.0,
+                            generator: GeneratorLike = None, x0_clip: str = "static", progress: bool = False,
+                            callback: Optional[Callback] = None, null_class: Optional[int] = None, *,
+                            lower_order_final: bool = True) -> torch.Tensor:
+    """Solve the probability-flow ODE from ``noise`` (the state at ``timesteps[0]``) with DPM-Solver++(2M).
+
+    The shared arguments are those of :func:`~dreamdata.sampling.ddpm.ddpm_sample`; the solver is
+    deterministic, so ``generator`` is accepted for the common signature but never drawn from.
+    ``lower_order_final``: with fewer than :data:`LOWER_ORDER_FINAL_BELOW` timesteps, take the step into
+    the last visited index with first order (see the module docstring). Steps with a step-size ratio
+    ``r < MIN_STEP_RATIO`` are first order regardless.
+    """
+    setup = prepare_sampling(network, process, noise, timesteps, class_labels, guidance_scale, generator,
+                             x0_clip, null_class)
+    steps = setup.steps
+    alpha_bar = process.schedule.alpha_bar.tolist()  # float64 values
+    alpha = [math.sqrt(alpha_bar[s]) for s in steps] + [1.0]  # appended: the clean image, sigma = 0
+    sigma = [math.sqrt(1.0 - alpha_bar[s]) for s in steps] + [0.0]
+    lam = [0.5 * (math.log(alpha_bar[s]) - math.log1p(-alpha_bar[s])) for s in steps]  # lambda = log(alpha / sigma)
+    first_order_into_last = lower_order_final and len(steps) < LOWER_ORDER_FINAL_BELOW
+
+    x = initial_state(noise)
+    previous_x0: Optional[torch.Tensor] = None
+    for i, tau in enumerate(tqdm(steps, desc="dpm++2m", disable=not progress, leave=False)):
+        x0_hat, _ = predict_x0_eps(network, process, x, tau, setup, guidance_scale, x0_clip)
+        if i == len(steps) - 1:
+            x_next = x0_hat  # Lu et al. 2022, Alg. 2 first-order update with sigma_next = 0, alpha_next = 1
+        else:
+            h = lam[i + 1] - lam[i]  # Lu et al. 2022, Alg. 2 (h_i = lambda_{t_i} - lambda_{t_{i-1}})
+            r = (lam[i] - lam[i - 1]) / h if i > 0 else 0.0  # Lu et al. 2022, Alg. 2 (r_i = h_{i-1} / h_i)
+            if previous_x0 is None or r < MIN_STEP_RATIO or (first_order_into_last and i == len(steps) - 2):
+                d = x0_hat  # Lu et al. 2022, Alg. 2, first step (first-order update, DPM-Solver++(1))
+            else:
+                d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * previous_x0  # Lu et al. 2022, Alg. 2 (D_i)
+            x_next = (sigma[i + 1] / sigma[i]) * x - alpha[i + 1] * math.expm1(-h) * d  # Lu et al. 2022, Alg. 2 (x_t_i)
+        if callback is not None:
+            callback(i, tau, x, x0_hat)
+        previous_x0 = x0_hat
+        x = x_next
+    return x.to(noise.dtype)

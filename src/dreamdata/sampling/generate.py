@@ -1,0 +1,314 @@
+"""Many samples from a trained model, batched, with per-sample seeding.
+
+:func:`generate` is what ``dreamdata sample`` (and anything that dreams up a data set) calls: it splits
+``count`` samples into batches of ``batch_size``, runs the chosen sampler (see
+:func:`dreamdata.sampling.get_sampler`) on each batch, and returns the images in ``[-1, 1]``.
+
+Reproducibility: every sample draws all its randomness - its starting noise ``x_T`` and any noise a
+stochastic sampler adds along the way - from its own generator, seeded from ``(seed, index)`` where
+``index`` is the sample's *global index* (``start_index + k`` for the ``k``-th sample, or an explicit
+``indices[k]``). So the same ``seed`` gives the same image for a given index whatever the batch size,
+the number of samples asked for alongside it, or the order the batches run in (see
+:class:`dreamdata.process.rng.PerSampleGenerator`).
+
+What is exactly the same is the randomness: a sample's noise, bit for bit. The network's arithmetic on
+it can still depend on the batch in the last float bit: matrix-product libraries (MKL on the CPU,
+cuBLAS/cuDNN on a GPU) pick kernels by matrix shape, and a row's rounding can depend on how many rows
+share the call and where it sits among them (MKL's sgemm, for one, rounds a 1-3-row product differently
+from a 4-row one). So two batch sizes give images equal to float rounding (~1e-6 in ``[-1, 1]``,
+invisible; at most a rare 1-level difference once quantised to uint8), and bit-identical images whenever
+the network's arithmetic is itself batch-independent.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+from tqdm.auto import tqdm
+
+from dreamdata.atomic import atomic_path
+from dreamdata.errors import DreamdataError
+from dreamdata.process.rng import PerSampleGenerator, per_sample_noise
+from dreamdata.sampling.registry import get_sampler
+from dreamdata.sampling.timesteps import timestep_sequence
+
+__all__ = [
+    "TrajectoryRecorder",
+    "UnknownClassError",
+    "class_directory_names",
+    "generate",
+    "resolve_classes",
+    "sampling_timesteps",
+    "to_uint8",
+    "uint8_grid",
+    "write_png",
+    "write_samples",
+]
+
+# on_step(indices, i, t, x_t, x0_hat): indices are the global sample indices of the batch's rows.
+StepHook = Callable[[torch.Tensor, int, int, torch.Tensor, torch.Tensor], None]
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in ``[-1, 1]`` (any shape) -> uint8 ``round((x + 1) * 127.5)``, clamped to ``0..255``.
+
+    NaNs become mid-gray. Same layout and device as the input (use ``.permute(0, 2, 3, 1)`` for NHWC).
+    The rounding matches :func:`dreamdata.sampling.grid.image_grid` (``(x + 1) / 2 * 255``) except for
+    values that land within float32 rounding of a half-integer.
+    """
+    unit = images.detach().float().nan_to_num(0.0).clamp(-1.0, 1.0)
+    return ((unit + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def uint8_grid(images: torch.Tensor, nrow: int, padding: int = 2) -> torch.Tensor:
+    """Images in ``[-1, 1]`` ``[N, C, H, W]`` -> uint8 grid ``[H', W', C]`` (CPU), ``nrow`` images per row.
+
+    Like :func:`dreamdata.sampling.grid.image_grid` (white padding, gray stays gray) but from
+    :func:`to_uint8`'s pixels, so a grid shows exactly the pixels saved elsewhere.
+    """
+    pixels = to_uint8(images.cpu())
+    grid = make_grid(pixels, nrow=nrow, padding=padding, pad_value=255)  # [3, H', W'] (gray repeated)
+    grid = grid[:1] if pixels.shape[1] == 1 else grid
+    return grid.permute(1, 2, 0).contiguous()
+
+
+def sampling_timesteps(process, steps: int, spacing: str = "linspace") -> torch.Tensor:
+    """The descending training indices a sampler with ``steps`` steps visits (``steps`` capped at ``T``)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return timestep_sequence(process.num_steps, min(steps, process.num_steps), spacing=spacing)
+
+
+def _network_device(network) -> torch.device:
+    parameter = next(iter(network.parameters()), None) if hasattr(network, "parameters") else None
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def generate(network, process, class_labels: Optional[torch.Tensor], count: int, seed: int,
+             sampler: str = "ddpm", steps: int = 100, spacing: str = "linspace", guidance_scale: float = 0.0,
+             batch_size: int = 64, device: Optional[torch.device | str] = None, x0_clip: str = "static",
+             progress: bool = True, start_index: int = 0, indices: Optional[Sequence[int] | torch.Tensor] = None,
+             on_step: Optional[StepHook] = None, **sampler_options) -> torch.Tensor:
+    """Draw ``count`` samples; returns a float32 CPU tensor ``[count, C, H, W]`` clamped to ``[-1, 1]``.
+
+    Args:
+        network: the denoiser (``in_channels``, ``image_size``, ``num_classes`` attributes); it is put in
+            eval mode for the call and restored afterwards.
+        process: the Gaussian diffusion it was trained with.
+        class_labels: long ``[count]`` (class of each sample) or ``None`` for an unconditional model.
+        count: number of samples.
+        seed: base seed; sample ``k`` uses a generator seeded from ``(seed, start_index + k)``.
+        sampler: a name from :func:`dreamdata.sampling.sampler_names` (``ddpm``, ``ddim``, ``dpm++2m``...).
+        steps: number of sampling steps (capped at the process's ``T``).
+        spacing: how the steps are spread over ``0..T-1`` (see :func:`~dreamdata.sampling.timestep_sequence`).
+        guidance_scale: classifier-free guidance ``w`` (needs ``class_labels``).
+        batch_size: samples per sampler call; does not change the noise (the images only up to float
+            rounding, see the module docstring).
+        device: where to sample; ``None`` = the network's device.
+        x0_clip: how the sampler clips its ``x̂0`` (``"static"`` = to ``[-1, 1]``).
+        progress: tqdm bar over samples.
+        start_index: global index of the first sample (to continue a numbered series, or to redo one).
+        indices: explicit global indices ``[count]`` instead of ``start_index + arange(count)``.
+        on_step: called as ``on_step(indices, i, t, x_t, x0_hat)`` after each sampler step of each batch,
+            with the global indices of that batch's rows.
+        **sampler_options: passed to the sampler (e.g. ``eta`` for DDIM).
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be a non-negative integer, got {count!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if indices is None:
+        indices = torch.arange(start_index, start_index + count, dtype=torch.long)
+    else:
+        indices = torch.as_tensor(indices, dtype=torch.long).flatten().cpu()
+        if indices.numel() != count:
+            raise ValueError(f"indices has {indices.numel()} entries for count={count}")
+    num_classes = int(getattr(network, "num_classes", 0))
+    if class_labels is not None:
+        class_labels = torch.as_tensor(class_labels, dtype=torch.long).flatten().cpu()
+        if class_labels.numel() != count:
+            raise ValueError(f"class_labels has {class_labels.numel()} entries for count={count}")
+        if num_classes == 0:
+            raise ValueError("class_labels given, but the network is unconditional (num_classes = 0)")
+        if count and (int(class_labels.min()) < 0 or int(class_labels.max()) >= num_classes):
+            raise ValueError(f"class_labels must lie in 0..{num_classes - 1}, got {sorted(set(class_labels.tolist()))}")
+    elif guidance_scale != 0:
+        raise ValueError(f"guidance_scale={guidance_scale} needs class_labels (classifier-free guidance "
+                         "mixes the conditional and unconditional outputs)")
+    sample_fn = get_sampler(sampler)
+    device = torch.device(device) if device is not None else _network_device(network)
+    timesteps = sampling_timesteps(process, steps, spacing).to(device)
+    shape = (int(network.in_channels), int(network.image_size), int(network.image_size))
+    out = torch.empty((count, *shape), dtype=torch.float32)
+
+    was_training = getattr(network, "training", False)
+    if hasattr(network, "eval"):
+        network.eval()
+    bar = tqdm(total=count, desc=f"sampling ({sampler}, {timesteps.numel()} steps)", unit="img",
+               disable=not progress, leave=False)
+    try:
+        for start in range(0, count, batch_size):
+            stop = min(count, start + batch_size)
+            batch_indices = indices[start:stop]
+            noise = per_sample_noise(seed, batch_indices, shape, device)
+            generator = PerSampleGenerator(seed, batch_indices, device)
+            labels = class_labels[start:stop].to(device) if class_labels is not None else None
+            callback = None
+            if on_step is not None:
+                def callback(i, t, x_t, x0_hat, _indices=batch_indices):
+                    on_step(_indices, i, t, x_t, x0_hat)
+            images = sample_fn(network, process, noise, timesteps, class_labels=labels,
+                               guidance_scale=guidance_scale, generator=generator, x0_clip=x0_clip,
+                               progress=False, callback=callback, **sampler_options)
+            out[start:stop] = images.float().clamp(-1.0, 1.0).cpu()
+            bar.update(stop - start)
+    finally:
+        bar.close()
+        if was_training and hasattr(network, "train"):
+            network.train(True)
+    return out
+
+
+class TrajectoryRecorder:
+    """An ``on_step`` hook for :func:`generate` that keeps the reverse process of chosen samples.
+
+    For each global sample index in ``indices`` it keeps ``x_t`` (the state at the start of the step) and
+    the ``x0_hat`` predicted from it at steps ``0, every, 2 * every, ...`` and at the last step
+    ``num_steps - 1``. After sampling, :meth:`stacked` gives ``(timesteps, x_t, x0_hat)`` with tensors
+    ``[len(indices), K, C, H, W]`` on the CPU, in the order of ``indices``.
+    """
+
+    def __init__(self, indices: Sequence[int], every: int, num_steps: int) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"trajectory interval must be a positive integer, got {every!r}")
+        self.indices = [int(i) for i in indices]
+        self.recorded_steps = sorted(set(range(0, num_steps, every)) | {num_steps - 1})
+        self.timesteps: dict[int, int] = {}
+        self.x_t: dict[int, dict[int, torch.Tensor]] = {i: {} for i in self.indices}
+        self.x0_hat: dict[int, dict[int, torch.Tensor]] = {i: {} for i in self.indices}
+
+    @staticmethod
+    def columns(every: int, num_steps: int) -> int:
+        """How many columns (recorded steps) a trajectory every ``every`` steps of ``num_steps`` has."""
+        return len(set(range(0, num_steps, every)) | {num_steps - 1})
+
+    def __call__(self, batch_indices: torch.Tensor, i: int, t: int, x_t: torch.Tensor, x0_hat: torch.Tensor) -> None:
+        if i not in self.recorded_steps:
+            return
+        self.timesteps[i] = int(t)
+        for row, index in enumerate(batch_indices.tolist()):
+            if index in self.x_t:
+                self.x_t[index][i] = x_t[row].detach().float().cpu().clone()
+                self.x0_hat[index][i] = x0_hat[row].detach().float().cpu().clone()
+
+    def stacked(self) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        steps = self.recorded_steps
+        missing = [index for index in self.indices if sorted(self.x_t[index]) != steps]
+        if missing:
+            raise RuntimeError(f"no complete trajectory was recorded for sample(s) {missing}")
+        x_t = torch.stack([torch.stack([self.x_t[index][i] for i in steps]) for index in self.indices])
+        x0_hat = torch.stack([torch.stack([self.x0_hat[index][i] for i in steps]) for index in self.indices])
+        return [self.timesteps[i] for i in steps], x_t, x0_hat
+
+
+# -- choosing classes and writing the results ------------------------------------------------------
+
+
+class UnknownClassError(DreamdataError):
+    """A class asked for by name or index is not one of the model's classes."""
+
+
+def resolve_classes(specs: Optional[Sequence[str]], class_names: Sequence[str], allow_all: bool = True) -> list[int]:
+    """Class indices for ``--class`` values: names, indices, ``all``, repeated or comma-separated.
+
+    ``None``/empty or ``all`` anywhere means every class (unless ``allow_all`` is false, when ``all`` is
+    an unknown name). Names match exactly, else case-insensitively; an integer that is not a class name
+    is an index. Duplicates are dropped, first occurrence kept. Anything else raises
+    :class:`UnknownClassError`, a one-line message naming it and listing the classes.
+    """
+    names = list(class_names)
+    items = [item.strip() for spec in (specs or []) for item in str(spec).split(",") if item.strip()]
+    if allow_all and (not items or any(item.lower() == "all" for item in items)):
+        return list(range(len(names)))
+    lowered = {}
+    for index, name in enumerate(names):
+        lowered.setdefault(name.lower(), index)
+    chosen: list[int] = []
+    for item in items:
+        if item in names:
+            index = names.index(item)
+        elif item.lower() in lowered:
+            index = lowered[item.lower()]
+        elif re.fullmatch(r"[+-]?\d+", item) and 0 <= int(item) < len(names):
+            index = int(item)
+        else:
+            known = ", ".join(f"{i}={name}" for i, name in enumerate(names))
+            raise UnknownClassError(f"unknown class {item!r}; the model's classes are {known}"
+                                    + (" (or 'all')" if allow_all else ""))
+        if index not in chosen:
+            chosen.append(index)
+    return chosen
+
+
+def class_directory_names(class_names: Sequence[str]) -> list[str]:
+    """File-system-safe, distinct directory names for classes (``T-shirt/top`` -> ``T-shirt_top``)."""
+    safe = [re.sub(r"[^\w.-]+", "_", name).strip("._") or f"class{index}" for index, name in enumerate(class_names)]
+    return [name if safe.count(name) == 1 else f"{name}-{index}" for index, name in enumerate(safe)]
+
+
+def write_png(pixels: np.ndarray | torch.Tensor, path: str | Path) -> Path:
+    """Save uint8 ``[H, W]``, ``[H, W, 1]`` or ``[H, W, 3]`` pixels as a PNG, atomically."""
+    array = pixels.cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(buffer.getvalue())
+    return path
+
+
+def write_samples(out_dir: str | Path, images: torch.Tensor, labels: Optional[torch.Tensor],
+                  class_names: Sequence[str], per_row: int, extra_arrays: Optional[dict] = None) -> dict[str, Path]:
+    """Write ``grid.png``, one PNG per sample and ``samples.npz`` into ``out_dir``; return their paths.
+
+    ``images`` ``[N, C, H, W]`` in ``[-1, 1]``, ordered by row (``per_row`` per row, one row per class for
+    class-conditional samples). Individual images go to ``<class>/<k>.png`` (``k`` = position within the
+    class, zero-padded; ``unconditional/`` when ``labels`` is ``None``). ``samples.npz`` holds ``images``
+    (uint8 NHWC), ``labels`` (int64, ``-1`` for unconditional samples), ``class_names`` and any
+    ``extra_arrays``. Every file is written atomically.
+    """
+    out_dir = Path(out_dir)
+    pixels = to_uint8(images.cpu())  # [N, C, H, W] uint8
+    count = pixels.shape[0]
+    written: dict[str, Path] = {}
+    written["grid"] = write_png(uint8_grid(images, nrow=per_row), out_dir / "grid.png")
+    directories = class_directory_names(class_names)
+    seen: dict[int, int] = {}
+    width = max(4, len(str(max(count - 1, 0))))
+    for row in range(count):
+        label = -1 if labels is None else int(labels[row])
+        position = seen.get(label, 0)
+        seen[label] = position + 1
+        folder = "unconditional" if label < 0 else directories[label]
+        write_png(pixels[row].permute(1, 2, 0), out_dir / folder / f"{position:0{width}d}.png")
+    written["images"] = out_dir
+    label_array = (np.full(count, -1, dtype=np.int64) if labels is None
+                   else labels.detach().cpu().to(torch.int64).numpy())
+    arrays = {"images": pixels.permute(0, 2, 3, 1).contiguous().numpy(), "labels": label_array,
+              "class_names": np.array(list(class_names), dtype=str), **(extra_arrays or {})}
+    npz = out_dir / "samples.npz"
+    with atomic_path(npz) as temporary:
+        with open(temporary, "wb") as file:
+            np.savez(file, **arrays)
+    written["npz"] = npz
+    return written
