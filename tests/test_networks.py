@@ -251,3 +251,38 @@ def test_build_network_and_describe():
 
     with pytest.raises(ValueError, match="30"):
         build_network(ModelConfig(), 1, 30, 10)
+
+
+@pytest.mark.parametrize("scale_shift", [False, True])
+def test_gradients_match_finite_differences(scale_shift):
+    # The blocks use in-place ops; gradcheck (float64) confirms autograd still gets exact gradients.
+    model = UNet(1, 8, 3, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+                 attention_head_channels=4, dropout=0.0, scale_shift=scale_shift).double()
+    randomise_zero_init(model)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    t, y = torch.tensor([3, 700]), torch.tensor([0, 3])
+    assert torch.autograd.gradcheck(lambda inp: model(inp, t, y), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
+    # and for the parameters, through the weights of one block of each kind
+    names = ["down.0.0.conv1.weight", "up.0.1.qkv.weight", "time_mlp.0.weight"]
+    params = dict(model.named_parameters())
+    chosen = {n: params[n].detach().clone().requires_grad_() for n in names if n in params}
+    assert len(chosen) == len(names), sorted(params)
+    x = x.detach()
+
+    def f(*tensors):
+        return torch.func.functional_call(model, dict(zip(chosen, tensors)), (x, t, y)).sum()
+
+    assert torch.autograd.gradcheck(f, tuple(chosen.values()), eps=1e-6, atol=1e-5, fast_mode=True)
+
+
+def test_cpu_dropout_is_unbiased_and_masks_gradient():
+    from dreamdata.networks.unet import dropout_
+    h = torch.ones(200_000, requires_grad=True)
+    out = dropout_(h * 1.0, 0.1, training=True)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 230 / 256) < 0.005
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 256 / 230))
+    out.sum().backward()
+    torch.testing.assert_close(h.grad, out.detach())  # d out / d h = mask * scale
+    same = torch.ones(10)
+    assert dropout_(same, 0.1, training=False) is same

@@ -1,50 +1,35 @@
 """A quick look at a model: one row of samples per class, written as a PNG grid.
 
-Used at the end of training and by ``dreamdata sample``. Samples come from ancestral DDPM
-(Ho et al. 2020, Algorithm 2) on ``steps`` evenly spaced timesteps, from a seeded generator so the same
-checkpoint always gives the same grid.
+Used at the end of training and by ``dreamdata demo``. It draws exactly what ``dreamdata sample RUN
+--seed S --n K`` draws for the same checkpoint (sample ``k`` of class ``c`` has global index
+``k * num_classes + c`` and its own seeded noise), so a grid in a run directory can be reproduced later.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torch
 
-from dreamdata.sampling.ddpm import ddpm_sample
+from dreamdata.sampling.generate import generate
 from dreamdata.sampling.grid import save_grid
-from dreamdata.sampling.timesteps import timestep_sequence
 
 
-@torch.no_grad()
-def sample_per_class(network, process, per_class: int, steps: int, seed: int, device: torch.device,
-                     guidance_scale: float = 0.0, progress: bool = False,
-                     classes: Optional[list[int]] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``per_class`` samples of each class (all unconditional samples for an unconditional network)."""
-    num_classes = getattr(network, "num_classes", 0)
-    if num_classes > 0:
-        class_ids = classes if classes is not None else list(range(num_classes))
-        labels = torch.tensor(class_ids, device=device).repeat_interleave(per_class)
-    else:
-        labels = None
-    count = per_class * (len(classes) if classes is not None else max(1, num_classes))
-    generator = torch.Generator(device=device).manual_seed(seed)
-    shape = (count, network.in_channels, network.image_size, network.image_size)
-    noise = torch.randn(shape, generator=generator, device=device)
-    was_training = network.training
-    network.eval()
-    timesteps = timestep_sequence(process.num_steps, min(steps, process.num_steps)).to(device)
-    images = ddpm_sample(network, process, noise, timesteps=timesteps, class_labels=labels,
-                         guidance_scale=guidance_scale if labels is not None else 0.0,
-                         generator=generator, progress=progress)
-    network.train(was_training)
-    return images, labels if labels is not None else torch.zeros(count, dtype=torch.long)
+def class_major_indices(num_classes: int, per_class: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Labels and global sample indices for ``per_class`` samples of every class, ordered class by class."""
+    if num_classes == 0:
+        return None, torch.arange(per_class)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    positions = torch.arange(per_class).repeat(num_classes)
+    return labels, positions * num_classes + labels
 
 
 def write_class_grid(network, process, path: Path, per_class: int, steps: int, seed: int, device: torch.device,
-                     guidance_scale: float = 0.0, progress: bool = False) -> Path:
-    """Sample ``per_class`` images per class and save them as a grid, one row per class."""
-    images, _ = sample_per_class(network, process, per_class, steps, seed, device, guidance_scale, progress)
-    save_grid(images, path, nrow=per_class)
-    return Path(path)
+                     guidance_scale: float = 0.0, progress: bool = False, sampler: str = "ddpm") -> Path:
+    """Sample ``per_class`` images per class (or one row, unconditional) and save them as a grid."""
+    num_classes = int(getattr(network, "num_classes", 0))
+    labels, indices = class_major_indices(num_classes, per_class)
+    images = generate(network, process, labels, indices.numel(), seed, sampler=sampler, steps=steps,
+                      guidance_scale=guidance_scale if labels is not None else 0.0, batch_size=256,
+                      device=device, progress=progress, indices=indices)
+    return save_grid(images, path, nrow=per_class)
