@@ -17,6 +17,10 @@ from dreamdata.sampling.interpolate import interpolate_classes, interpolate_seed
 
 CLASS_NAMES = ["hstripes", "vstripes", "square"]
 
+# A frame decoded in a batch of 4 and the same sample decoded alone differ by float rounding only (MKL
+# picks different kernels by batch size; guidance amplifies it by 1 + 2w).
+BATCH_ROUNDING = 1e-4
+
 
 @pytest.fixture(scope="module")
 def network():
@@ -193,8 +197,8 @@ def test_seed_interpolation_is_deterministic_and_ends_at_the_seeds_samples(netwo
     frames = interpolate_seeds(network, process, 1, seed=4, seed2=9, frames=5, steps=6, guidance_scale=guidance)
     again = interpolate_seeds(network, process, 1, seed=4, seed2=9, frames=5, steps=6, guidance_scale=guidance)
     assert frames.shape == (5, 1, 8, 8) and torch.equal(frames, again)
-    assert torch.allclose(frames[0], ddim(network, process, 1, 4, guidance), atol=1e-6)
-    assert torch.allclose(frames[-1], ddim(network, process, 1, 9, guidance), atol=1e-6)
+    assert torch.allclose(frames[0], ddim(network, process, 1, 4, guidance), atol=BATCH_ROUNDING)
+    assert torch.allclose(frames[-1], ddim(network, process, 1, 9, guidance), atol=BATCH_ROUNDING)
     assert not torch.allclose(frames[2], frames[0]) and not torch.allclose(frames[2], frames[-1])
 
 
@@ -203,7 +207,7 @@ def test_class_interpolation_is_deterministic_and_ends_at_the_classes_samples(ne
     frames = interpolate_classes(network, process, 0, 2, seed=5, frames=4, steps=6, guidance_scale=guidance)
     again = interpolate_classes(network, process, 0, 2, seed=5, frames=4, steps=6, guidance_scale=guidance)
     assert frames.shape == (4, 1, 8, 8) and torch.equal(frames, again)
-    assert torch.allclose(frames[0], ddim(network, process, 0, 5, guidance), atol=1e-6)
-    assert torch.allclose(frames[-1], ddim(network, process, 2, 5, guidance), atol=1e-6)
+    assert torch.allclose(frames[0], ddim(network, process, 0, 5, guidance), atol=BATCH_ROUNDING)
+    assert torch.allclose(frames[-1], ddim(network, process, 2, 5, guidance), atol=BATCH_ROUNDING)
     assert not torch.allclose(frames[1], frames[0])
     assert network.training is False  # the wrapper left the network's mode alone

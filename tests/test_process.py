@@ -24,16 +24,6 @@ from dreamdata.process.rng import check_generator
 PREDICTIONS = ("epsilon", "x0", "v")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_cpu_thread():
-    """Run these many-tiny-op tests on one intra-op thread. On a shared 2-core machine OpenMP's second
-    thread is often descheduled and every small parallel op waits for it (a 1000-step sampler run went
-    from 0.7 s to 40 s under load); the tensors here are far too small to gain from threads anyway."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 # -- schedules ------------------------------------------------------------------------------------
 

@@ -26,16 +26,6 @@ MU = torch.tensor([-0.3, 0.1, 0.4, 0.0]).view(1, 1, 2, 2)
 S = torch.tensor([0.2, 0.3, 0.15, 0.25]).view(1, 1, 2, 2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_cpu_thread():
-    """Run these many-tiny-op tests on one intra-op thread. On a shared 2-core machine OpenMP's second
-    thread is often descheduled and every small parallel op waits for it (a 1000-step sampler run went
-    from 0.7 s to 40 s under load); the tensors here are far too small to gain from threads anyway."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 class GaussianOracle:
     """The exact minimiser of each training loss for data ``x0 ~ N(mu[label], s^2)`` (per pixel).

@@ -27,6 +27,7 @@ def atomic_path(destination: PathLike) -> Iterator[Path]:
     handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=destination.parent)
     os.close(handle)
     temporary_path = Path(temporary)
+    os.chmod(temporary_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
     try:
         yield temporary_path
         with open(temporary_path, "rb+") as written:
@@ -35,6 +36,12 @@ def atomic_path(destination: PathLike) -> Iterator[Path]:
     except BaseException:
         temporary_path.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(destination: PathLike, text: str) -> None:

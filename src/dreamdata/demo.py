@@ -1,39 +1,111 @@
 """``dreamdata demo``: the first thing a newcomer runs.
 
-Trains the ``demo`` preset (a small class-conditional UNet on Fashion-MNIST, a few CPU minutes), then
-writes a class grid sampled with classifier-free guidance and the loss curve into the run directory and
-prints where they are.
+Trains the ``demo`` preset (a small class-conditional UNet on Fashion-MNIST, a few CPU minutes), samples
+every class with classifier-free guidance, and writes into the run directory:
+
+* ``samples/demo-grid.png`` - one row per class;
+* ``samples/demo-trajectory.png`` - the reverse process of the first sample of each class (x_t and the
+  predicted x_0 every few steps), the reports' reverse-process figure;
+* ``loss.png`` - training and held-out loss against step;
+* ``summary.md`` - what was trained, for how long, how well, and where everything is.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from dreamdata.atomic import write_text_atomic
 from dreamdata.config import load_config
 from dreamdata.reports.curves import plot_loss_curve
-from dreamdata.sampling.preview import write_class_grid
+from dreamdata.reports.strips import write_trajectory_strip
+from dreamdata.sampling.generate import TrajectoryRecorder, generate, sampling_timesteps
+from dreamdata.sampling.grid import save_grid
+from dreamdata.sampling.preview import class_major_indices
+from dreamdata.training.run_dir import read_metrics
 from dreamdata.training.trainer import Trainer
 
 DEMO_GUIDANCE = 1.5
+DEMO_SAMPLER = "ddpm"
+TRAJECTORY_COLUMNS = 10
 
 
 def run_demo(overrides: list[str], runs_dir: str = "runs") -> Path:
-    config = load_config("demo", [f"runs_dir={runs_dir}", *overrides])
+    """Train the demo preset (with ``overrides``), sample it, write the figures; return the run directory."""
+    config = load_config("demo", [f"runs_dir={runs_dir}", "train.sample_grid=false", *overrides])
     trainer = Trainer(config)
     try:
         result = trainer.run()
     finally:
         trainer.close()
-    run_dir = result.run_dir
-    grid = write_class_grid(trainer.ema.module, trainer.process, run_dir / "samples" / "demo-grid-guided.png",
-                            per_class=config.train.sample_per_class, steps=config.train.sample_steps,
-                            seed=config.train.seed, device=trainer.device, guidance_scale=DEMO_GUIDANCE,
-                            progress=config.train.progress)
+    run_dir, tc = result.run_dir, config.train
+    network, process = trainer.ema.module, trainer.process
+    class_names = trainer.train_data.class_names
+
+    labels, indices = class_major_indices(network.num_classes, tc.sample_per_class)
+    timesteps = sampling_timesteps(process, tc.sample_steps)
+    recorder = TrajectoryRecorder(indices[::tc.sample_per_class].tolist(),
+                                  max(1, timesteps.numel() // TRAJECTORY_COLUMNS), timesteps.numel())
+    images = generate(network, process, labels, indices.numel(), tc.seed, sampler=DEMO_SAMPLER,
+                      steps=tc.sample_steps, guidance_scale=DEMO_GUIDANCE, batch_size=256, device=trainer.device,
+                      progress=tc.progress, indices=indices, on_step=recorder)
+    grid = save_grid(images, run_dir / "samples" / "demo-grid.png", nrow=tc.sample_per_class)
+    shown, x_t, x0_hat = recorder.stacked()
+    trajectory = write_trajectory_strip(run_dir / "samples" / "demo-trajectory.png", class_names, shown, x_t, x0_hat,
+                                        title=f"{DEMO_SAMPLER}, {timesteps.numel()} steps, w={DEMO_GUIDANCE:g}")
     curve = plot_loss_curve(run_dir, run_dir / "loss.png")
+    summary = write_summary(run_dir, trainer, result.step, grid, trajectory, curve)
+
     print("\nDemo finished. Look at:")
-    print(f"  samples, one row per class ({', '.join(trainer.train_data.class_names)}), guidance w={DEMO_GUIDANCE}:")
+    print(f"  samples, one row per class ({', '.join(class_names)}), guidance w={DEMO_GUIDANCE:g}:")
     print(f"    {grid}")
-    print(f"  loss curve:      {curve}")
-    print(f"  metrics:         {run_dir / 'metrics.jsonl'}")
-    print(f"  resolved config: {run_dir / 'config.yaml'}")
+    print(f"  reverse process:  {trajectory}")
+    print(f"  loss curve:       {curve}")
+    print(f"  summary:          {summary}")
+    print(f"  sample more:      dreamdata sample {run_dir} --guidance 1.8 --sampler dpm++2m --steps 20")
     return run_dir
+
+
+def write_summary(run_dir: Path, trainer: Trainer, steps: int, grid: Path, trajectory: Path, curve: Path) -> Path:
+    """A short Markdown page: the run's numbers and links to its figures."""
+    records = read_metrics(run_dir)
+    last = records[-1] if records else {}
+    held_out = next((r for r in reversed(records) if "val_loss_ema" in r), {})
+    config = trainer.config
+    lines = [
+        f"# dreamdata demo - {run_dir.name}",
+        "",
+        f"A class-conditional DDPM ({config.process.schedule} schedule, T = {config.process.num_steps}, "
+        f"{config.process.prediction}-prediction) trained on {trainer.train_data.source}.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| network | {trainer.network.__class__.__name__}, "
+        f"{sum(p.numel() for p in trainer.network.parameters()):,} parameters |",
+        f"| training | {steps:,} steps of batch {config.train.batch_size} "
+        f"({steps * config.train.batch_size:,} images, {last.get('epoch', 0):.2f} epochs) "
+        f"in {trainer.elapsed / 60:.1f} min on {trainer.device} |",
+        f"| last training loss | {last.get('loss', float('nan')):.4f} |",
+        f"| held-out loss (EMA weights) | {held_out.get('val_loss_ema', float('nan')):.4f} |",
+        f"| sampling | {DEMO_SAMPLER}, {config.train.sample_steps} steps, classifier-free guidance "
+        f"w = {DEMO_GUIDANCE:g}, EMA weights |",
+        "",
+        f"![samples, one row per class]({grid.relative_to(run_dir)})",
+        "",
+        f"Rows: {', '.join(trainer.train_data.class_names)}.",
+        "",
+        f"![reverse process]({trajectory.relative_to(run_dir)})",
+        "",
+        f"![loss curve]({curve.relative_to(run_dir)})",
+        "",
+        "Reproduce: `dreamdata train demo` with the overrides in `config.yaml`; code version in "
+        "`version.json`:",
+        "",
+        "```json",
+        json.dumps(json.loads((run_dir / "version.json").read_text()), indent=2),
+        "```",
+        "",
+    ]
+    path = run_dir / "summary.md"
+    write_text_atomic(path, "\n".join(lines))
+    return path

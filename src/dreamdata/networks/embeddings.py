@@ -77,3 +77,21 @@ class ClassEmbedding(nn.Module):
                                 device=self.embedding.weight.device)
         return self.embedding(labels.long())
 
+
+
+def conditioning_vector(time_mlp: nn.Sequential, time_features: int, class_embedding: Optional[ClassEmbedding],
+                        t: torch.Tensor, class_labels: Optional[torch.Tensor], batch: int,
+                        device: torch.device) -> torch.Tensor:
+    """``MLP(sinusoid(t)) + class_embedding(y)``: the per-example vector every denoiser is conditioned on.
+
+    ``t`` may be a scalar (broadcast over the batch); the sinusoid is cast to the MLP's dtype so the
+    network also runs under bf16 autocast or in half precision.
+    """
+    t = torch.as_tensor(t, device=device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    first_layer = time_mlp[0]
+    cond = time_mlp(timestep_embedding(t, time_features).to(first_layer.weight.dtype))
+    if class_embedding is not None:
+        cond = cond + class_embedding(class_labels, batch)
+    return cond

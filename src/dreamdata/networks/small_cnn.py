@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dreamdata.networks.embeddings import ClassEmbedding, timestep_embedding
+from dreamdata.networks.embeddings import ClassEmbedding, conditioning_vector
 
 
 class SmallCNN(nn.Module):
@@ -60,14 +60,8 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor,
                 class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        batch = x.shape[0]
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        weight = self.time_mlp[0].weight
-        cond = self.time_mlp(timestep_embedding(t, self.time_features).to(weight.dtype))
-        if self.class_embedding is not None:
-            cond = cond + self.class_embedding(class_labels, batch)
+        cond = conditioning_vector(self.time_mlp, self.time_features, self.class_embedding, t, class_labels,
+                                   x.shape[0], x.device)
 
         h = F.gelu(self.convs[0](x)) + cond[:, :, None, None].to(x.dtype)
         for conv in self.convs[1:-1]:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamdata.errors import ConfigError
-from dreamdata.networks.embeddings import ClassEmbedding, timestep_embedding
+from dreamdata.networks.embeddings import ClassEmbedding, conditioning_vector
 
 
 class NetworkConfigError(ConfigError, ValueError):
@@ -277,14 +277,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor,
                 class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        batch = x.shape[0]
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        weight = self.time_mlp[0].weight
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels).to(weight.dtype))
-        if self.class_embedding is not None:
-            emb = emb + self.class_embedding(class_labels, batch)
+        emb = conditioning_vector(self.time_mlp, self.base_channels, self.class_embedding, t, class_labels,
+                                  x.shape[0], x.device)
         emb = F.silu(emb)  # every block's projection starts with SiLU (DDPM's Dense(nonlinearity(temb)))
 
         h = self.conv_in(x)
