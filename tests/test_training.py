@@ -147,3 +147,14 @@ def test_ddp_two_cpu_processes(tiny_overrides, tmp_path):
     assert [r["step"] for r in records] == [5, 10]
     state = ckpt.load_training_state(ckpt.latest_checkpoint(runs[0]))
     assert state["world_size"] == 2 and state["step"] == 10
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiny_run_on_cuda_with_bf16_autocast(tiny_overrides):
+    config = load_config("tiny", tiny_overrides + ["train.device=cuda", "train.precision=bf16",
+                                                   "train.channels_last=true", "train.steps=20"])
+    result = train(config)
+    records = read_metrics(result.run_dir)
+    assert records[-1]["loss"] < records[0]["loss"]
+    assert list((result.run_dir / "samples").glob("grid-*.png"))

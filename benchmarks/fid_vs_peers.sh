@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Issue #3 peer comparison, strictly sequential (each step uses both cores):
+#   train 10 min -> 2,000 samples with 50-step DDIM -> FID/KID with ../shared/bench/fidlib.py.
+# Usage: bash benchmarks/fid_vs_peers.sh [OUT_DIR]   (run from the repository root, .venv and .venv-peers set up)
+set -euo pipefail
+out=${1:-bench-results}
+mkdir -p "$out"
+export FID_INCEPTION_WEIGHTS=${FID_INCEPTION_WEIGHTS:-$(../shared/tools/fid-inception-weights)}
+.venv/bin/dreamdata train benchmarks/fmnist-uncond-10min.yaml runs_dir="$out/runs" --run-dir "$out/run"
+.venv/bin/dreamdata sample "$out/run" --n 2000 --sampler ddim --steps 50 --batch 500 --seed 0 --out "$out/samples"
+repo=$(pwd)
+(cd ../shared/bench && "$repo/.venv-peers/bin/python" fidlib.py score "$repo/$out/samples/samples.npz" \
+    --json "$repo/$out/fid-dreamdata-uncond-10min.json")
