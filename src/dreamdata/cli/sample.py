@@ -1,65 +1,14 @@
-"""The ``dreamdata`` command line: ``train``, ``sample``, ``interpolate``, ``demo``, ``presets``.
-
-Errors caused by user input (:class:`dreamdata.errors.DreamdataError`) are printed as one line naming
-the file/key/value at fault, with exit status 2; anything else is a bug and keeps its traceback.
-"""
+"""`dreamdata sample`: samples, grids, trajectories and forward-process strips from a trained run."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
 
 from dreamdata.errors import DreamdataError
 
 
-def _add_train(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train a diffusion model from a YAML config or preset",
-        description="Train a diffusion model. CONFIG is a YAML file or a preset name (see `dreamdata presets`); "
-                    "KEY=VALUE arguments override it, e.g. train.steps=2000 data.per_class=50.")
-    parser.add_argument("config", nargs="?", help="YAML file or preset name (omit with --resume)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its latest checkpoint")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    parser.add_argument("--data-root", help="same as data.data_root=PATH")
-    parser.add_argument("--run-dir", help="write the run here instead of a new numbered directory")
-    parser.set_defaults(handler=_run_train)
-
-
-def _run_train(args) -> int:
-    from dreamdata.config import load_config, merge_overrides
-    from dreamdata.training import run_dir as rd
-
-    overrides = list(args.overrides)
-    if args.config and "=" in args.config and not Path(args.config).exists():
-        overrides.insert(0, args.config)  # `dreamdata train --resume RUN key=value`
-        args.config = None
-    if args.data_root:
-        overrides.append(f"data.data_root={args.data_root}")
-    if args.resume:
-        config = merge_overrides(rd.read_run_config(rd.resolve_run_dir(args.resume)), overrides)
-    else:
-        if not args.config:
-            raise DreamdataError("train: give a CONFIG (YAML file or preset name) or --resume RUN")
-        config = load_config(args.config, overrides)
-    if args.dry_run:
-        print(config.to_yaml(), end="")
-        return 0
-    from dreamdata.training.trainer import train
-
-    run_dir = None
-    if args.run_dir:
-        run_dir = Path(args.run_dir).expanduser()
-        run_dir.mkdir(parents=True, exist_ok=True)
-    result = train(config, resume=args.resume, run_dir=run_dir)
-    if result.run_dir is not None:
-        print(f"done: {result.step} steps; run directory {result.run_dir}")
-    return 0
-
-
-def _add_sample(subparsers) -> None:
+def add_sample(subparsers) -> None:
     parser = subparsers.add_parser(
         "sample", help="sample images (one grid row per class) from a trained run",
         description="Sample a trained run. Writes grid.png (one row per class), <class>/<k>.png, samples.npz "
@@ -92,7 +41,7 @@ def _add_sample(subparsers) -> None:
     parser.set_defaults(handler=_run_sample)
 
 
-def _load_for_sampling(args):
+def load_for_sampling(args):
     """The trained model on the chosen device, with user errors turned into DreamdataError."""
     from dreamdata.training.pretrained import load_trained
     from dreamdata.training.setup import resolve_device
@@ -101,14 +50,14 @@ def _load_for_sampling(args):
     return load_trained(args.run, use_ema=not args.no_ema, device=device), device
 
 
-def _check_sampler(name: str) -> None:
+def check_sampler(name: str) -> None:
     from dreamdata.sampling import sampler_names
 
     if name not in sampler_names():
         raise DreamdataError(f"--sampler {name!r}: unknown sampler; known: {', '.join(sampler_names())}")
 
 
-def _check_positive(**values) -> None:
+def check_positive(**values) -> None:
     for name, value in values.items():
         if value is not None and value < 1:
             raise DreamdataError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -168,13 +117,20 @@ def _run_sample(args) -> int:
 
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
-    from dreamdata.sampling.generate import (TrajectoryRecorder, generate, resolve_classes, sampling_timesteps,
-                                             uint8_grid, write_png, write_samples)
+    from dreamdata.sampling.generate import (
+        TrajectoryRecorder,
+        generate,
+        resolve_classes,
+        sampling_timesteps,
+        uint8_grid,
+        write_png,
+        write_samples,
+    )
     from dreamdata.sampling.thresholding import X0_CLIPS
 
-    _check_positive(n=args.n, steps=args.steps, batch=args.batch, trajectory=args.trajectory,
+    check_positive(n=args.n, steps=args.steps, batch=args.batch, trajectory=args.trajectory,
                     forward_strip=args.forward_strip)
-    _check_sampler(args.sampler)
+    check_sampler(args.sampler)
     if args.eta is not None and args.sampler != "ddim":
         raise DreamdataError(f"--eta applies to the ddim sampler only (got --sampler {args.sampler})")
     if args.eta is not None and not 0.0 <= args.eta <= 1.0:
@@ -185,7 +141,7 @@ def _run_sample(args) -> int:
     if grid_only and (args.trajectory or args.forward_strip):
         raise DreamdataError(f"--out {args.out}: a .png writes only the grid; give a directory for "
                              "--trajectory/--forward-strip")
-    model, device = _load_for_sampling(args)
+    model, device = load_for_sampling(args)
     network, process = model.network, model.process
     conditional = int(getattr(network, "num_classes", 0)) > 0
     if conditional:
@@ -252,137 +208,3 @@ def _run_sample(args) -> int:
     return 0
 
 
-def _add_interpolate(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "interpolate", help="a strip of deterministic DDIM samples between two seeds or two classes",
-        description="Decode with deterministic DDIM (eta = 0) a strip of --frames images: between the noises of "
-                    "--seed and --seed2 (slerp) for one class, or - with --to-class - from class A to class B "
-                    "with the noise of --seed fixed, mixing the network outputs eps = (1-l) eps(x, A) + "
-                    "l eps(x, B) (guided by --guidance on top). The noise of a seed is that of the first "
-                    "image `dreamdata sample --class A --seed S` draws, so the end frames are its DDIM "
-                    "samples. Same arguments, same pixels.")
-    parser.add_argument("run", help="run directory or .safetensors checkpoint")
-    parser.add_argument("--class", dest="class_a", metavar="A",
-                        help="class name or index (not for unconditional models)")
-    parser.add_argument("--to-class", dest="class_b", metavar="B", help="interpolate from class A to this class")
-    parser.add_argument("--frames", type=int, default=8, help="images in the strip, ends included (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="noise of the first frame (default 0)")
-    parser.add_argument("--seed2", type=int, help="noise of the last frame (default --seed + 1; not with --to-class)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
-    parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (default 0)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    parser.add_argument("--out", metavar="FILE", help="output PNG (default RUN/samples/interpolate-....png)")
-    parser.set_defaults(handler=_run_interpolate)
-
-
-def _run_interpolate(args) -> int:
-    from dreamdata.sampling.generate import resolve_classes, sampling_timesteps, uint8_grid, write_png
-    from dreamdata.sampling.interpolate import interpolate_classes, interpolate_seeds
-
-    _check_positive(steps=args.steps)
-    if args.frames < 2:
-        raise DreamdataError(f"--frames must be at least 2, got {args.frames}")
-    if args.class_b is not None and args.seed2 is not None:
-        raise DreamdataError("--seed2 interpolates between noises, --to-class between classes: give one of them")
-    if args.out and Path(args.out).suffix.lower() != ".png":
-        raise DreamdataError(f"--out {args.out}: the strip is a PNG; give a path ending in .png")
-    model, device = _load_for_sampling(args)
-    network, process = model.network, model.process
-    conditional = int(getattr(network, "num_classes", 0)) > 0
-
-    def one_class(spec: str, option: str) -> int:
-        if "," in spec:
-            raise DreamdataError(f"{option} takes one class name or index, got {spec!r}")
-        return resolve_classes([spec], model.class_names, allow_all=False)[0]
-
-    if conditional:
-        if args.class_a is None:
-            raise DreamdataError(f"--class is required for a class-conditional model "
-                                 f"(classes: {', '.join(model.class_names)})")
-        class_a = one_class(args.class_a, "--class")
-        class_b = one_class(args.class_b, "--to-class") if args.class_b is not None else None
-    else:
-        if args.class_a is not None or args.class_b is not None:
-            raise DreamdataError("the model is unconditional: --class/--to-class do not apply")
-        if args.guidance != 0:
-            raise DreamdataError(f"--guidance {args.guidance:g}: the model is unconditional (use --guidance 0)")
-        class_a = class_b = None
-    seed2 = args.seed + 1 if args.seed2 is None else args.seed2
-    # The noise of `dreamdata sample`'s first image of class A (global index k * num_classes + class, k = 0),
-    # so the end frames are exactly what `dreamdata sample --sampler ddim --class A --seed S` draws first.
-    index = class_a if class_a is not None else 0
-    common = dict(frames=args.frames, steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance,
-                  device=device, index=index)
-    try:
-        sampling_timesteps(process, args.steps, args.spacing)
-    except ValueError as error:
-        raise DreamdataError(f"--spacing/--steps: {error}") from None
-    if class_b is not None:
-        frames = interpolate_classes(network, process, class_a, class_b, args.seed, **common)
-        what = f"class {model.class_names[class_a]} -> {model.class_names[class_b]}, seed {args.seed}"
-        name = f"interpolate-class{class_a}-to{class_b}-seed{args.seed}"
-    else:
-        frames = interpolate_seeds(network, process, class_a, args.seed, seed2, **common)
-        label = model.class_names[class_a] if class_a is not None else "unconditional"
-        what = f"{label}, seed {args.seed} -> {seed2}"
-        name = f"interpolate-{'uncond' if class_a is None else f'class{class_a}'}-seed{args.seed}-to{seed2}"
-    name += f"-{args.steps}steps-w{args.guidance:g}-step{model.step}.png"
-    out = Path(args.out).expanduser() if args.out else model.checkpoint.parent.parent / "samples" / name
-    write_png(uint8_grid(frames, nrow=args.frames), out)
-    print(f"wrote {out} ({args.frames} frames, {what}, DDIM {args.steps} steps, w={args.guidance:g})")
-    return 0
-
-
-def _add_demo(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="the main job: train a small Fashion-MNIST model and sample it")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the demo preset")
-    parser.add_argument("--runs-dir", default="runs", help="where the run directory goes (default ./runs)")
-    parser.set_defaults(handler=_run_demo)
-
-
-def _run_demo(args) -> int:
-    from dreamdata.demo import run_demo
-
-    run_demo(list(args.overrides), runs_dir=args.runs_dir)
-    return 0
-
-
-def _add_presets(subparsers) -> None:
-    parser = subparsers.add_parser("presets", help="list the shipped config presets")
-    parser.set_defaults(handler=_run_presets)
-
-
-def _run_presets(args) -> int:
-    from dreamdata.config import preset_names
-
-    for name in preset_names():
-        print(name)
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from dreamdata import __version__
-
-    parser = argparse.ArgumentParser(prog="dreamdata", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"dreamdata {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_train, _add_sample, _add_interpolate, _add_presets):
-        add(subparsers)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args)
-    except DreamdataError as error:
-        print(f"dreamdata {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
