@@ -133,20 +133,27 @@ def test_minutes_budget_stops(tiny_overrides):
     assert 1 <= result.step < 10_000
 
 
-def test_ddp_two_cpu_processes(tiny_overrides, tmp_path):
-    """torchrun with 2 processes on gloo: trains, rank 0 alone writes, replicas stay identical."""
+def _torchrun(args: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "dreamdata", "train", "tiny", *tiny_overrides, "train.steps=10",
-               "train.sample_grid=false", "train.num_threads=1"]
+               "-m", "dreamdata", "train", *args]
     completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    runs = list((tmp_path / "runs").iterdir())
-    assert len(runs) == 1  # rank 1 wrote nothing
-    records = read_metrics(runs[0])
-    assert [r["step"] for r in records] == [5, 10]
-    state = ckpt.load_training_state(ckpt.latest_checkpoint(runs[0]))
-    assert state["world_size"] == 2 and state["step"] == 10
+
+
+def test_ddp_two_cpu_processes_train_and_resume_exactly(tiny_overrides, tmp_path):
+    """torchrun with 2 processes on gloo: rank 0 alone writes, replicas stay identical (checked at the
+    end of every run), and a resumed DDP run continues every rank's stream exactly."""
+    common = [*tiny_overrides, "train.sample_grid=false", "train.num_threads=1", "train.log_every=5"]
+    _torchrun(["tiny", *common, "train.steps=10", f"--run-dir={tmp_path / 'whole'}"])
+    _torchrun(["tiny", *common, "train.steps=5", f"--run-dir={tmp_path / 'parts'}"])
+    _torchrun(["--resume", str(tmp_path / "parts"), "train.steps=10"])
+    assert not (tmp_path / "runs").exists()  # nothing besides the two run directories was written
+    whole, parts = losses_of(tmp_path / "whole"), losses_of(tmp_path / "parts")
+    assert [step for step, _ in whole] == [5, 10]
+    assert parts == whole
+    state = ckpt.load_training_state(ckpt.latest_checkpoint(tmp_path / "parts"))
+    assert state["world_size"] == 2 and state["step"] == 10 and len(state["per_rank"]) == 2
 
 
 @pytest.mark.gpu

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,6 +52,15 @@ def all_reduce_sum(value: torch.Tensor, context: DistributedContext) -> torch.Te
         value = value.clone()
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
+
+
+def gather_objects(value: Any, context: DistributedContext) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order; ``[value]`` without DDP."""
+    if not context.enabled:
+        return [value]
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def broadcast_flag(flag: bool, context: DistributedContext, device: torch.device) -> bool:

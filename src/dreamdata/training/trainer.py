@@ -32,7 +32,8 @@ from dreamdata.sampling.preview import write_class_grid
 from dreamdata.training import checkpoint as ckpt
 from dreamdata.training import run_dir as rd
 from dreamdata.training.distributed import (DistributedContext, all_reduce_sum, broadcast_flag,
-                                            check_replicas_identical, init_distributed, shutdown_distributed)
+                                            check_replicas_identical, gather_objects, init_distributed,
+                                            shutdown_distributed)
 from dreamdata.training.ema import EMA
 from dreamdata.training.setup import (autocast_context, build_optimizer, capture_rng_state, lr_multiplier,
                                       resolve_device, restore_rng_state, total_steps_for_budget)
@@ -136,13 +137,18 @@ class Trainer:
                 "data": json.dumps(data_description(self.train_data, self.val_data))}
 
     def save(self) -> None:
-        if not self.context.is_main or self.run_dir is None or self.saved_step == self.step:
+        """Checkpoint the run. Collective under DDP: every rank calls it at the same steps."""
+        if self.saved_step == self.step:
             return
         self.saved_step = self.step
+        # each rank's own random stream and loss window, so a resume continues every rank exactly
+        per_rank = gather_objects({"rng": capture_rng_state(self.device),
+                                   "window_loss": self.window_loss.detach().cpu()}, self.context)
+        if not self.context.is_main or self.run_dir is None:
+            return
         state = {"step": self.step, "elapsed": self.elapsed, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "ema_updates": self.ema.num_updates,
-                 "rng": capture_rng_state(self.device), "window_loss": self.window_loss.detach().cpu(),
-                 "window_steps": self.window_steps, "world_size": self.context.world_size}
+                 "per_rank": per_rank, "window_steps": self.window_steps, "world_size": self.context.world_size}
         ckpt.save_checkpoint(self.run_dir, self.step, self.network, self.ema.module, state, self._metadata(),
                              keep=self.config.train.keep_checkpoints)
 
@@ -162,12 +168,10 @@ class Trainer:
         self.ema.num_updates = state["ema_updates"]
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.saved_step = self.step
-        self.window_loss = state["window_loss"].to(self.device)
+        mine = state["per_rank"][self.context.rank]
+        self.window_loss = mine["window_loss"].to(self.device)
         self.window_steps = state["window_steps"]
-        if self.context.rank == 0:
-            restore_rng_state(state["rng"], self.device)
-        else:  # ranks > 0 have no saved stream; derive one from the step
-            torch.manual_seed(self.config.train.seed + 1 + self.context.rank + 7919 * self.step)
+        restore_rng_state(mine["rng"], self.device)
         if self.context.is_main:
             rd.truncate_metrics(self.run_dir, self.step)
 
