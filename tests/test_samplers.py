@@ -255,12 +255,8 @@ IMAGE_S = torch.tensor([0.4, 0.5, 0.6, 0.7]).view(1, 1, 2, 2)  # per-pixel std o
 
 
 def logsnr_timesteps(alpha_bar: torch.Tensor, count: int) -> torch.Tensor:
-    """Training indices nearest to ``count`` values of ``lambda = log(alpha / sigma)`` evenly spaced from
-    index ``T - 1`` to index 0 (Lu et al. 2022's "logSNR" grid), duplicates dropped, descending."""
-    lam = 0.5 * (alpha_bar.log() - torch.log1p(-alpha_bar))
-    targets = torch.linspace(float(lam[-1]), float(lam[0]), count, dtype=torch.float64)
-    nearest = [int((lam - target).abs().argmin()) for target in targets]
-    return torch.tensor(sorted(set(nearest), reverse=True))
+    """The library's even-in-lambda grid (Lu et al. 2022)."""
+    return timestep_sequence(alpha_bar.numel(), count, spacing="logsnr", alpha_bar=alpha_bar)
 
 
 ODE_CASES = [
@@ -268,7 +264,7 @@ ODE_CASES = [
     ("cosine", "linspace", ddim_sample, 50, 0.09),  # [-0.070]
     ("cosine", "linspace", dpm_solver_pp_2m_sample, 20, 0.03),  # [-0.021]
     ("cosine", "linspace", dpm_solver_pp_2m_sample, 10, 0.22),  # [-0.179]
-    ("linear", "logsnr", ddim_sample, 50, 0.12),  # [-0.095] (49 distinct indices)
+    ("linear", "logsnr", ddim_sample, 50, 0.12),  # [-0.095] (measured with 49 distinct indices)
     ("linear", "logsnr", dpm_solver_pp_2m_sample, 20, 0.04),  # [+0.029]
     ("linear", "logsnr", dpm_solver_pp_2m_sample, 10, 0.06),  # [+0.045]
 ]
@@ -548,7 +544,8 @@ def test_clip_modes():
 @pytest.mark.parametrize("train, sample", [(1000, 1000), (1000, 999), (1000, 100), (1000, 50), (1000, 7),
                                            (1000, 2), (1000, 1), (10, 3), (5, 4), (2, 2), (1, 1)])
 def test_every_spacing_gives_distinct_descending_valid_indices(spacing, train, sample):
-    steps = timestep_sequence(train, sample, spacing)
+    alpha_bar = torch.linspace(0.999, 0.001, train, dtype=torch.float64) if train > 1 else torch.tensor([0.5])
+    steps = timestep_sequence(train, sample, spacing, alpha_bar=alpha_bar)
     assert steps.dtype == torch.long and steps.shape == (sample,)
     assert (steps[1:] < steps[:-1]).all()  # strictly descending, hence distinct
     assert 0 <= steps.min() and steps.max() <= train - 1
@@ -575,6 +572,19 @@ def test_spacing_properties(train, sample):
     assert quadratic[0] == round(0.8 * train) and quadratic[-1] == 0
     assert all(q == r or (q > r and q <= r + sample) for q, r in zip(quadratic[::-1], squares))
     assert all(q == r for q, r in zip(quadratic[::-1], squares) if r >= sample)
+
+
+def test_logsnr_spacing_is_even_in_lambda():
+    alpha_bar = GaussianDiffusion(linear_betas(1000)).schedule.alpha_bar
+    steps = timestep_sequence(1000, 20, "logsnr", alpha_bar=alpha_bar)
+    assert steps[0] == 999 and steps[-1] == 0
+    lam = 0.5 * (alpha_bar.log() - torch.log1p(-alpha_bar))
+    gaps = np.diff(lam[steps].numpy())  # lambda grows as t falls
+    assert (gaps > 0).all() and gaps.max() / gaps.mean() < 1.6
+    # the linspace grid leaves the low-noise end (lambda > 2) to a single step; logsnr spends several
+    assert (lam[steps] > 2).sum() >= 4 > (lam[timestep_sequence(1000, 20)] > 2).sum()
+    with pytest.raises(ValueError, match="alpha_bar"):
+        timestep_sequence(1000, 20, "logsnr")
 
 
 def test_spacings_match_the_papers_examples():

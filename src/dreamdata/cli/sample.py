@@ -23,7 +23,7 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--sampler", default="ddpm", help="ddpm, ddim, dpm++2m, ... (default ddpm)")
     parser.add_argument("--steps", type=int, default=100, help="sampling steps (default 100, capped at T)")
     parser.add_argument("--spacing", default="linspace",
-                        help="timestep spacing: linspace, leading, trailing, quadratic (default linspace)")
+                        help="timestep spacing: linspace, leading, trailing, quadratic, logsnr (default linspace)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
     parser.add_argument("--x0-clip", default="static", help="x0 clipping: none, static, dynamic (default static)")
     parser.add_argument("--seed", type=int, default=0)

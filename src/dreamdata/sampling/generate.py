@@ -83,7 +83,9 @@ def sampling_timesteps(process, steps: int, spacing: str = "linspace") -> torch.
     """The descending training indices a sampler with ``steps`` steps visits (``steps`` capped at ``T``)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    return timestep_sequence(process.num_steps, min(steps, process.num_steps), spacing=spacing)
+    schedule = getattr(process, "schedule", None)
+    return timestep_sequence(process.num_steps, min(steps, process.num_steps), spacing=spacing,
+                             alpha_bar=getattr(schedule, "alpha_bar", None))
 
 
 def _network_device(network) -> torch.device:

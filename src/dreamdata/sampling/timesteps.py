@@ -10,17 +10,18 @@ meaning.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
 __all__ = ["SPACINGS", "check_timesteps", "respaced_betas", "timestep_sequence"]
 
 
-SPACINGS = ("linspace", "leading", "trailing", "quadratic")
+SPACINGS = ("linspace", "leading", "trailing", "quadratic", "logsnr")
 
 
-def timestep_sequence(num_train_steps: int, num_sampling_steps: int, spacing: str = "linspace") -> torch.Tensor:
+def timestep_sequence(num_train_steps: int, num_sampling_steps: int, spacing: str = "linspace",
+                      alpha_bar: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``num_sampling_steps`` distinct training indices in ``0 .. T - 1``, strictly descending.
 
     ``spacing`` chooses which ones (``T`` = ``num_train_steps``, ``S`` = ``num_sampling_steps``):
@@ -44,9 +45,14 @@ def timestep_sequence(num_train_steps: int, num_sampling_steps: int, spacing: st
       (and, for tiny ``T``, the top ones down to ``T - 1``) so there are still exactly ``S`` distinct
       indices.
 
+    * ``"logsnr"``: the indices nearest to ``S`` values of ``lambda_t = log(alpha_t / sigma_t)
+      = 0.5 log(alpha_bar_t / (1 - alpha_bar_t))`` evenly spaced from index ``T - 1`` to index 0 (the grid
+      DPM-Solver uses, Lu et al. 2022, sec. 3.3), collisions nudged apart as for "quadratic". Needs the
+      schedule's ``alpha_bar``. ``S = 1`` gives ``[T - 1]``.
+
     ``S`` may be anything from 1 to ``T``; ``S = T`` gives every index ``T - 1 .. 0`` for every spacing.
 
-    All four are even (or quadratic) in the index ``t``, not in the noise level. With the linear schedule
+    The first four are even (or quadratic) in the index ``t``, not in the noise level. With the linear schedule
     (T = 1000) 30% of the log-SNR range lies below ``t = 50`` (``lambda`` from 1.7 to 4.6), so a 10-20
     step grid resolves the last, fine-detail part of sampling with one or two steps, and few-step ODE
     samplers lose variance there (see ``tests/test_samplers.py``). The cosine schedule is far more even.
@@ -68,6 +74,15 @@ def timestep_sequence(num_train_steps: int, num_sampling_steps: int, spacing: st
         ascending = torch.arange(S, dtype=torch.long) * (T // S)  # Song et al. 2021, sec. 4.2 (uniform tau)
     elif spacing == "trailing":
         ascending = ((T - i * T / S).round().long() - 1).flip(0)  # Lin et al. 2024 (trailing)
+    elif spacing == "logsnr":
+        if alpha_bar is None or alpha_bar.numel() != T:
+            raise ValueError(f"spacing 'logsnr' needs the schedule's alpha_bar of length {T}")
+        if S == 1:
+            return torch.tensor([T - 1], dtype=torch.long)
+        alpha_bar = alpha_bar.detach().to("cpu", torch.float64)
+        lam = 0.5 * (alpha_bar.log() - torch.log1p(-alpha_bar))  # Lu et al. 2022, lambda_t (decreasing in t)
+        targets = torch.linspace(float(lam[0]), float(lam[-1]), S, dtype=torch.float64)  # ascending t
+        ascending = _make_distinct((lam[None, :] - targets[:, None]).abs().argmin(dim=1), T)
     else:
         grid = torch.linspace(0, (0.8 * T) ** 0.5, S, dtype=torch.float64)
         ascending = (grid ** 2).round().long()  # Song et al. 2021, app. D (quadratic tau)
