@@ -9,5 +9,7 @@ export FID_INCEPTION_WEIGHTS=${FID_INCEPTION_WEIGHTS:-$(../shared/tools/fid-ince
 .venv/bin/dreamdata train benchmarks/fmnist-uncond-10min.yaml runs_dir="$out/runs" --run-dir "$out/run"
 .venv/bin/dreamdata sample "$out/run" --n 2000 --sampler ddim --steps 50 --batch 500 --seed 0 --out "$out/samples"
 repo=$(pwd)
+# the 10,000-image test reference is computed once (~17 min on 2 cores) and cached by fidlib
+(cd ../shared/bench && "$repo/.venv-peers/bin/python" fidlib.py ref)
 (cd ../shared/bench && "$repo/.venv-peers/bin/python" fidlib.py score "$repo/$out/samples/samples.npz" \
     --json "$repo/$out/fid-dreamdata-uncond-10min.json")

@@ -211,3 +211,21 @@ def test_class_interpolation_is_deterministic_and_ends_at_the_classes_samples(ne
     assert torch.allclose(frames[-1], ddim(network, process, 2, 5, guidance), atol=BATCH_ROUNDING)
     assert not torch.allclose(frames[1], frames[0])
     assert network.training is False  # the wrapper left the network's mode alone
+
+
+def test_grid_preview_caps_columns_but_every_sample_is_written(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from dreamdata.sampling.generate import MAX_GRID_COLUMNS, write_samples
+
+    images = torch.rand(40, 1, 4, 4) * 2 - 1
+    write_samples(tmp_path / "u", images, None, [], per_row=40)
+    width, height = Image.open(tmp_path / "u" / "grid.png").size
+    assert width < height * 16 and width == MAX_GRID_COLUMNS * 4 + (MAX_GRID_COLUMNS + 1) * 2
+    assert np.load(tmp_path / "u" / "samples.npz")["images"].shape[0] == 40
+    labels = torch.arange(2).repeat_interleave(20)
+    write_samples(tmp_path / "c", images, labels, ["a", "b"], per_row=20)
+    width, height = Image.open(tmp_path / "c" / "grid.png").size
+    assert (width, height) == (MAX_GRID_COLUMNS * 4 + (MAX_GRID_COLUMNS + 1) * 2, 2 * 4 + 3 * 2)
+    assert len(list((tmp_path / "c" / "b").glob("*.png"))) == 20

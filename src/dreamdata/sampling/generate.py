@@ -279,6 +279,20 @@ def write_png(pixels: np.ndarray | torch.Tensor, path: str | Path) -> Path:
     return path
 
 
+MAX_GRID_COLUMNS = 16  # grid.png is a preview: at most 16 samples per row (and 16 rows when unconditional)
+
+
+def grid_preview(images: torch.Tensor, labels: Optional[torch.Tensor], per_row: int) -> tuple[torch.Tensor, int]:
+    """The images ``grid.png`` shows and its row length: the first ``MAX_GRID_COLUMNS`` of each class row,
+    or, unconditionally, up to ``MAX_GRID_COLUMNS`` rows of ``MAX_GRID_COLUMNS`` (all samples are still
+    written individually and to ``samples.npz``)."""
+    if labels is None:
+        shown = images[:MAX_GRID_COLUMNS * MAX_GRID_COLUMNS]
+        return shown, max(1, min(MAX_GRID_COLUMNS, shown.shape[0]))
+    rows = images.reshape(images.shape[0] // per_row, per_row, *images.shape[1:])
+    return rows[:, :MAX_GRID_COLUMNS].flatten(0, 1), min(per_row, MAX_GRID_COLUMNS)
+
+
 def write_samples(out_dir: str | Path, images: torch.Tensor, labels: Optional[torch.Tensor],
                   class_names: Sequence[str], per_row: int, extra_arrays: Optional[dict] = None) -> dict[str, Path]:
     """Write ``grid.png``, one PNG per sample and ``samples.npz`` into ``out_dir``; return their paths.
@@ -293,7 +307,7 @@ def write_samples(out_dir: str | Path, images: torch.Tensor, labels: Optional[to
     pixels = to_uint8(images.cpu())  # [N, C, H, W] uint8
     count = pixels.shape[0]
     written: dict[str, Path] = {}
-    written["grid"] = write_png(uint8_grid(images, nrow=per_row), out_dir / "grid.png")
+    written["grid"] = write_png(uint8_grid(*grid_preview(images, labels, per_row)), out_dir / "grid.png")
     directories = class_directory_names(class_names)
     seen: dict[int, int] = {}
     width = max(4, len(str(max(count - 1, 0))))
