@@ -148,6 +148,7 @@ def test_ddp_two_cpu_processes_train_and_resume_exactly(tiny_overrides, tmp_path
     _torchrun(["tiny", *common, "train.steps=10", f"--run-dir={tmp_path / 'whole'}"])
     _torchrun(["tiny", *common, "train.steps=5", f"--run-dir={tmp_path / 'parts'}"])
     _torchrun(["--resume", str(tmp_path / "parts"), "train.steps=10"])
+    assert "steps: 10" in (tmp_path / "parts" / "config.yaml").read_text()  # the resumed budget is recorded
     assert not (tmp_path / "runs").exists()  # nothing besides the two run directories was written
     whole, parts = losses_of(tmp_path / "whole"), losses_of(tmp_path / "parts")
     assert [step for step, _ in whole] == [5, 10]

@@ -127,6 +127,8 @@ class Trainer:
         if resume is not None:
             self.run_dir = rd.resolve_run_dir(resume)
             self._restore()
+            if self.context.is_main:  # record overrides given with --resume (e.g. a longer budget)
+                rd.write_run_files(self.run_dir, config, data_description(self.train_data, self.val_data))
         elif self.context.is_main:
             self.run_dir = run_dir or rd.new_run_dir(config.runs_dir, config.name)
             rd.write_run_files(self.run_dir, config, data_description(self.train_data, self.val_data))
