@@ -43,7 +43,10 @@ def init_distributed(device_kind: str) -> DistributedContext:
 
 
 def shutdown_distributed(context: DistributedContext) -> None:
+    """Leave the process group together: the barrier keeps a rank from tearing gloo down while another is
+    still in a collective (seen as 'terminate called without an active exception' under load)."""
     if context.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
