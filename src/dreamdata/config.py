@@ -103,6 +103,23 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """Sample-quality metrics during training (FID/KID/IS over steps), logged to metrics.jsonl."""
+
+    every: int = 0  # steps between evaluations (0 = off); also evaluated at the end of training when on
+    samples: int = 500  # generated images per evaluation (small N: figures only comparable at equal N)
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 0.0
+    batch_size: int = 250
+    reference_split: str = "test"
+    reference_count: int = 2000  # reference images (features computed once and cached)
+    metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "is"])  # of fid, kid, is, pr
+    fid_weights: Optional[str] = None  # local TorchScript Inception; None = $DREAMDATA_FID_WEIGHTS or download
+    seed: int = 0
+
+
+@dataclass
 class RunConfig:
     """Everything a training run is built from."""
 
@@ -112,6 +129,7 @@ class RunConfig:
     process: ProcessConfig = field(default_factory=ProcessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -324,6 +342,23 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"config key data.per_class: expected a positive integer, got {d.per_class}")
     if len(t.adam_betas) != 2:
         raise ConfigError(f"config key train.adam_betas: expected two numbers, got {t.adam_betas}")
+    _validate_evaluation(config.evaluation)
+
+
+def _validate_evaluation(e: EvaluationConfig) -> None:
+    if e.every < 0:
+        raise ConfigError(f"config key evaluation.every: expected a number of steps >= 0, got {e.every}")
+    if e.samples < 2 or e.reference_count < 2:
+        key = "samples" if e.samples < 2 else "reference_count"
+        raise ConfigError(f"config key evaluation.{key}: FID needs at least 2 images, got {getattr(e, key)}")
+    for key in ("steps", "batch_size"):
+        if getattr(e, key) < 1:
+            raise ConfigError(f"config key evaluation.{key}: expected a positive integer, got {getattr(e, key)}")
+    _choice("evaluation.reference_split", e.reference_split, ("train", "test"))
+    for name in e.metrics:
+        _choice("evaluation.metrics", name, ("fid", "kid", "is", "pr"))
+    if not e.metrics:
+        raise ConfigError("config key evaluation.metrics: expected at least one of fid, kid, is, pr")
 
 
 def config_json(config: RunConfig) -> str:

@@ -69,7 +69,7 @@ def run_demo(overrides: list[str], runs_dir: str = "runs") -> Path:
 def write_summary(run_dir: Path, trainer: Trainer, steps: int, grid: Path, trajectory: Path, curve: Path) -> Path:
     """A short Markdown page: the run's numbers and links to its figures."""
     records = read_metrics(run_dir)
-    last = records[-1] if records else {}
+    last = next((r for r in reversed(records) if "loss" in r), {})
     held_out = next((r for r in reversed(records) if "val_loss_ema" in r), {})
     config = trainer.config
     lines = [

@@ -132,6 +132,11 @@ class Trainer:
         elif self.context.is_main:
             self.run_dir = run_dir or rd.new_run_dir(config.runs_dir, config.name)
             rd.write_run_files(self.run_dir, config, data_description(self.train_data, self.val_data))
+        self.evaluator = None
+        if config.evaluation.every and self.context.is_main:
+            from dreamdata.evaluation.during_training import TrainingEvaluator
+
+            self.evaluator = TrainingEvaluator(config, self.train_data.class_names, self.device, tc.progress)
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, str]:
@@ -226,6 +231,19 @@ class Trainer:
                 result[key] = value
         return result
 
+    def _evaluate(self) -> None:
+        """Sample-quality metrics of the EMA weights, logged as their own metrics.jsonl line (rank 0 works,
+        the other ranks wait)."""
+        if self.evaluator is not None:
+            record = {"step": self.step, **self.evaluator(self.ema.module, self.process)}
+            if self.run_dir is not None:
+                rd.log_metrics(self.run_dir, record)
+            shown = ", ".join(f"{key[5:]} {value:.4g}" for key, value in record.items()
+                              if key.startswith("eval_") and key not in ("eval_n", "eval_seconds"))
+            tqdm.write(f"step {self.step}: {shown} (N={record['eval_n']}, {record['eval_seconds']:.0f} s)")
+        if self.context.enabled:
+            torch.distributed.barrier()
+
     def run(self, stop_at_step: Optional[int] = None) -> TrainResult:
         """Train until the budget is spent (or ``stop_at_step``, used to simulate an interruption)."""
         tc = self.config.train
@@ -261,6 +279,10 @@ class Trainer:
                         bar.set_description(f"train ({max(0.0, tc.minutes - self.elapsed / 60):.1f} min left)")
                 if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
                     self.save()
+                every = self.config.evaluation.every
+                if every and self.step % every == 0:
+                    self._evaluate()
+                    clock = time.perf_counter()  # evaluation time is not training time (budgets stay fair)
         except KeyboardInterrupt:
             interrupted = True
             print(f"\ninterrupted at step {self.step}: saving a checkpoint; continue with "
@@ -270,6 +292,13 @@ class Trainer:
         finished = not interrupted and self._budget_spent()
         if finished and self.window_steps:
             logged.append(self._log(self.elapsed - window_elapsed_start, self._validate())["loss"])
+        every = self.config.evaluation.every
+        if finished and every and self.step % every:
+            self._evaluate()
+        if finished and self.evaluator is not None and self.run_dir is not None:
+            from dreamdata.reports.curves import plot_metric_curves
+
+            print(f"metrics over training: {plot_metric_curves(self.run_dir, self.run_dir / 'metrics.png')}")
         self.save()
         check_replicas_identical(self.network, self.context, self.device)
         if finished and tc.sample_grid and self.context.is_main and self.run_dir is not None:

@@ -1,0 +1,135 @@
+"""Real-data FID floor (train vs test), agreement with shared/bench/fidlib.py, extraction speed — issue #4.
+
+Seeded N-image subsets of the train and test splits, prepared as the models see them (Fashion-MNIST
+zero-padded 28 -> 32 like the bench; the CIFAR-10 JPEG copy at 32x32 RGB), Inception features through
+dreamdata's protocol (cached by content hash, in pieces so that the 2k figures are kept before the 10k
+ones are started), FID and KID at each N.
+
+Stages (run in this order, each skipped when its output is already in --out):
+  fmnist-2k      Fashion-MNIST train[0:2k] vs test[0:2k]
+  fidlib         fidlib.py end to end on the same 2k train images against its cached 10k test reference,
+                 and dreamdata on the same images: dreamdata's test features for [0:2k] are compared
+                 element-wise with fidlib's, and (with --reuse-fidlib-test) fidlib's features of test[2k:10k]
+                 stand in for dreamdata's once [0:2k] matched bit for bit
+  cifar10-2k     CIFAR-10 train[0:2k] vs test[0:2k]
+  fmnist-10k     Fashion-MNIST train[0:10k] vs test[0:10k]
+  cifar10-10k    CIFAR-10 train[0:10k] vs test[0:10k]
+
+    DREAMDATA_FID_WEIGHTS=$(../shared/tools/fid-inception-weights) .venv/bin/python \\
+        benchmarks/real_data_floor.py --stages fmnist-2k fidlib cifar10-2k fmnist-10k --reuse-fidlib-test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from dreamdata.atomic import write_text_atomic
+from dreamdata.config import DataConfig
+from dreamdata.evaluation import metrics
+from dreamdata.evaluation.extractor import resolve_extractor
+from dreamdata.evaluation.feature_cache import extract_features
+from dreamdata.evaluation.sources import load_reference
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = {
+    "fmnist": DataConfig(dataset="fashion-mnist", pad_to=32),
+    "cifar10-train": DataConfig(dataset=f"zip:{SHARED / 'data/cifar10-train-jpeg.zip'}"),
+    "cifar10-test": DataConfig(dataset=f"zip:{SHARED / 'data/cifar10-test-jpeg.zip'}"),
+}
+STAGES = ("fmnist-2k", "fidlib", "cifar10-2k", "fmnist-10k", "cifar10-10k")
+
+
+def subset_images(name: str, split: str, count: int = 10_000) -> torch.Tensor:
+    config = DATA["fmnist"] if name == "fmnist" else DATA[f"cifar10-{split}"]
+    return load_reference(config, split, count, seed=0).images
+
+
+def pieces(images: torch.Tensor, extractor, end: int, label: str, timing: dict) -> torch.Tensor:
+    """Features of ``images[0:end]``, extracted (and cached) as [0:2000] and [2000:end]."""
+    out = []
+    for begin, stop in ((0, min(2000, end)), (2000, end)):
+        if stop <= begin:
+            continue
+        part = extract_features(images[begin:stop], extractor, description=f"{label} [{begin}:{stop}]")
+        if part.seconds:
+            timing.setdefault(label, []).append(1000 * part.seconds / (stop - begin))
+        out.append(part.pool)
+    return torch.cat(out)
+
+
+def floor(real: torch.Tensor, fake: torch.Tensor) -> dict:
+    started = time.perf_counter()
+    kid_mean, kid_std = metrics.kid(real.double(), fake.double())
+    return {"fid": metrics.fid(real.double(), fake.double()), "kid_mean": kid_mean, "kid_std": kid_std,
+            "metric_seconds": time.perf_counter() - started}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--reuse-fidlib-test", action="store_true",
+                        help="use fidlib's cached test[2k:10k] features once test[0:2k] matched exactly")
+    parser.add_argument("--out", default="bench-results/real-data-floor.json")
+    args = parser.parse_args()
+    extractor = resolve_extractor()
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    report.update({"extractor": extractor.name, "torch": torch.__version__, "threads": torch.get_num_threads()})
+    timing = report.setdefault("seconds_per_1k_images", {})
+    sys.path.insert(0, str(SHARED / "bench"))
+    import fidlib
+
+    fidlib_test = fidlib.reference("fmnist-test", 10000, compute=False)["feats"]
+
+    def save():
+        write_text_atomic(out, json.dumps(report, indent=2) + "\n")
+
+    for stage in args.stages:
+        if stage in report:
+            print(f"{stage}: done already", flush=True)
+            continue
+        name, size = stage.rsplit("-", 1) if stage != "fidlib" else ("fmnist", "2k")
+        n = 2000 if size == "2k" else 10_000
+        test_images, train_images = subset_images(name, "test"), subset_images(name, "train")
+        if stage == "fidlib":
+            ours_test = pieces(test_images, extractor, 2000, "fmnist test", timing)
+            match = float((ours_test.double() - torch.from_numpy(fidlib_test[:2000]).double()).abs().max())
+            ours_train = pieces(train_images, extractor, 2000, "fmnist train", timing)
+            started = time.perf_counter()
+            theirs = fidlib.score_images(train_images[:2000, 0].numpy(), "fmnist-test", 10000, tag="fidlib")
+            timing["fidlib (features + FID + KID)"] = [1000 * (time.perf_counter() - started) / 2000]
+            test_10k = torch.cat([ours_test, torch.from_numpy(fidlib_test[2000:]).float()])
+            ours = floor(test_10k, ours_train)
+            report[stage] = {
+                "images": "Fashion-MNIST train[0:2k] (seeded subset) vs the 10,000 test images",
+                "max_abs_feature_difference_test_0_2k": match,
+                "fid_fidlib": theirs["fid"], "fid_dreamdata": ours["fid"],
+                "fid_relative_difference": abs(ours["fid"] - theirs["fid"]) / theirs["fid"],
+                "kid_fidlib": theirs["kid"], "kid_dreamdata": ours["kid_mean"],
+            }
+        else:
+            label = "fmnist" if name == "fmnist" else "cifar10"
+            if name == "fmnist" and n > 2000 and args.reuse_fidlib_test:
+                head = pieces(test_images, extractor, 2000, f"{label} test", timing)
+                if not torch.equal(head.double(), torch.from_numpy(fidlib_test[:2000]).double()):
+                    raise SystemExit("dreamdata's test[0:2k] features differ from fidlib's: cannot reuse them")
+                test_features = torch.cat([head, torch.from_numpy(fidlib_test[2000:]).float()])
+                note = "test[2k:10k] features from fidlib's cache (test[0:2k] matched dreamdata's exactly)"
+            else:
+                test_features = pieces(test_images, extractor, n, f"{label} test", timing)
+                note = "all features computed by dreamdata"
+            train_features = pieces(train_images, extractor, n, f"{label} train", timing)
+            report[stage] = {"n": n, "note": note, **floor(test_features[:n], train_features[:n])}
+        print(stage, report[stage], flush=True)
+        save()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
