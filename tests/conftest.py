@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 
-def make_pattern_images(per_class: int, size: int = 8, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_pattern_images(per_class: int, size: int = 8, classes: int = 3,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Three easily told apart classes: horizontal stripes, vertical stripes, a bright square; plus noise."""
     rng = np.random.default_rng(seed)
     images, labels = [], []

@@ -8,7 +8,8 @@ from dreamdata.cli import main
 
 
 def test_demo_pipeline_writes_grid_trajectory_curve_and_summary(tiny_npz, tmp_path, capsys):
-    overrides = [f"data.dataset=npz:{tiny_npz}", "train.minutes=null", "train.steps=6", "train.batch_size=8", "train.log_every=2",
+    overrides = [f"data.dataset=npz:{tiny_npz}", "train.minutes=null", "train.steps=6", "train.batch_size=8",
+                 "train.log_every=2",
                  "train.val_every=2", "train.sample_per_class=2", "train.sample_steps=10",
                  "train.progress=false", "model.base_channels=8", "model.channel_mults=[1,2]",
                  "model.attention_resolutions=[4]", "model.attention_head_channels=8", "process.num_steps=50"]

@@ -207,7 +207,8 @@ def test_attention_at_listed_resolutions_only():
     # encoder at 16x16: one block; decoder at 16x16: two blocks; middle: one
     from dreamdata.networks.unet import AttentionBlock
     assert sum(isinstance(m, AttentionBlock) for m in model.modules()) == 1 + 2 + 1
-    assert sum(isinstance(m, AttentionBlock) for m in tiny_unet(attention_resolutions=(), mid_attention=False).modules()) == 0
+    without = tiny_unet(attention_resolutions=(), mid_attention=False)
+    assert sum(isinstance(m, AttentionBlock) for m in without.modules()) == 0
 
 
 def test_small_cnn_structure_and_parameter_count():
@@ -218,7 +219,7 @@ def test_small_cnn_structure_and_parameter_count():
     assert [convs[0].in_channels] + [c.out_channels for c in convs] == [cin, 16, 32, 32, 16, cin]
     assert all(c.padding[0] == c.kernel_size[0] // 2 for c in convs)
     linears = [m for m in model.time_mlp if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(feat, 128), (128, 128), (128, 16)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(feat, 128), (128, 128), (128, 16)]
     assert sum(isinstance(m, nn.GELU) for m in model.time_mlp) == 2
     expected = (cin * 16 * 49 + 16) + (16 * 32 * 49 + 32) + (32 * 32 * 49 + 32) + (32 * 16 * 49 + 16) \
         + (16 * cin * 9 + cin) \
