@@ -43,8 +43,10 @@ def test_blur_schedules():
     assert torch.allclose(linear, torch.tensor([0.5, 1.0, 1.5, 2.0, 2.5], dtype=torch.float64))
     exponential = blur_betas("exponential", 5, beta_start=0.1, beta_end=1.6)
     assert torch.allclose(exponential, torch.tensor([0.1, 0.2, 0.4, 0.8, 1.6], dtype=torch.float64))  # ratio 2
-    for call, named in [(lambda: blur_betas("cosine", 4), "cosine"), (lambda: blur_betas("constant", 4, beta=0.0), "0.0"),
-                        (lambda: blur_betas("linear", 4, beta_start=-1.0), "-1.0"), (lambda: blur_betas("constant", 0), "0")]:
+    for call, named in [(lambda: blur_betas("cosine", 4), "cosine"),
+                        (lambda: blur_betas("constant", 4, beta=0.0), "0.0"),
+                        (lambda: blur_betas("linear", 4, beta_start=-1.0), "-1.0"),
+                        (lambda: blur_betas("constant", 0), "0")]:
         with pytest.raises(ValueError, match=named):
             call()
 
@@ -242,7 +244,8 @@ def test_blur_run_trains_resumes_exactly_and_samples(tiny_overrides, tmp_path, c
     assert record["sampler"] == "cold-improved" and record["steps"] == 8 and record["start_noise"] == 0.02
     assert main(["sample", str(run_dir), "--n", "1", "--sampler", "cold-naive", "--steps", "3",
                  "--start-noise", "0", "--out", str(tmp_path / "naive"), "--device", "cpu"]) == 0
-    assert main(["sample", str(run_dir), "--from-test", "5", "--out", str(tmp_path / "restore"), "--device", "cpu"]) == 0
+    restore_dir = tmp_path / "restore"
+    assert main(["sample", str(run_dir), "--from-test", "5", "--out", str(restore_dir), "--device", "cpu"]) == 0
     restore = json.loads((tmp_path / "restore" / "sample.json").read_text())
     assert restore["test_images"] == 5 and set(restore["scores"]) == {"rmse", "psnr", "ssim"}
     assert (tmp_path / "restore" / "restoration.png").is_file()

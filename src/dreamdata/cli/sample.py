@@ -235,7 +235,8 @@ def _run_sample(args) -> int:
         "classes": names if conditional else None, "class_indices": classes if conditional else None,
         "sample_index": "k * num_classes + class (k = position within the class)",
         "batch": args.batch, "device": str(device), "trajectory": args.trajectory,
-        "forward_strip": args.forward_strip, "start_noise": start_noise, "files": files, "dreamdata": __version__, "torch": torch.__version__,
+        "forward_strip": args.forward_strip, "start_noise": start_noise,
+        "files": files, "dreamdata": __version__, "torch": torch.__version__,
     }
     write_text_atomic(out_dir / "sample.json", json.dumps(record, indent=2) + "\n")
     print(f"wrote {len(images)} samples to {out_dir} "
@@ -290,7 +291,8 @@ def _run_restore(args, model, device) -> int:
     if args.out:
         out_dir = Path(args.out).expanduser()
     else:
-        name = f"restore-{args.sampler}-{min(args.steps, model.process.num_steps)}steps-seed{args.seed}-step{model.step}"
+        steps = min(args.steps, model.process.num_steps)
+        name = f"restore-{args.sampler}-{steps}steps-seed{args.seed}-step{model.step}"
         out_dir = model.checkpoint.parent.parent / "samples" / name.replace("+", "p")
     shown = min(count, 16)
     for file, images in (("originals.png", clean), ("degraded.png", degraded), ("restored.png", restored)):

@@ -82,7 +82,7 @@ class GaussianBlurDegradation:
         return self._cast[key]
 
     def degrade(self, x: torch.Tensor, steps: torch.Tensor | int) -> torch.Tensor:
-        """``D(x, s) = G̃_s * x`` for images ``[B, C, H, W]``; ``steps`` is an int or a long tensor ``[B]`` in ``0 .. T``.
+        """``D(x, s) = G̃_s * x`` for images ``[B, C, H, W]``; ``steps`` (int or long ``[B]``) in ``0 .. T``.
 
         Computed as ``M_s x N_s^T`` with the composed 1-D operators (exactly the composition of the steps).
         """

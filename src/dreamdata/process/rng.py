@@ -102,7 +102,7 @@ class PerSampleGenerator:
 
     def rand(self, *shape_per_sample: int, device: Optional[torch.device | str] = None,
              dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """Uniform on ``[0, 1)`` ``[len(self), *shape_per_sample]``; row ``k`` from sample ``indices[k]``'s generator."""
+        """Uniform ``[0, 1)`` draws ``[len(self), *shape_per_sample]``; row ``k`` from ``indices[k]``'s generator."""
         device = self.device if device is None else torch.device(device)
         check_generator(self, device)
         return torch.stack([torch.rand(shape_per_sample, generator=g, device=device, dtype=dtype)
