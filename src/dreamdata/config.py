@@ -66,7 +66,7 @@ class ProcessConfig:
 class ModelConfig:
     """The denoising network. Input channels, image size and class count come from the data."""
 
-    network: str = "unet"  # unet | small_cnn
+    network: str = "unet"  # unet | convnext_unet (ConvNeXt blocks, the cold-diffusion report's) | small_cnn
     class_conditional: bool = True  # embed class labels (with a learned null class for CFG)
     base_channels: int = 64
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])
@@ -298,7 +298,7 @@ def validate(config: RunConfig) -> None:
     _choice("process.schedule", p.schedule, ("linear", "cosine", "constant"))
     _choice("process.prediction", p.prediction, ("epsilon", "x0", "v"))
     _choice("process.loss_weighting", p.loss_weighting, ("simple", "min_snr"))
-    _choice("model.network", m.network, ("unet", "small_cnn"))
+    _choice("model.network", m.network, ("unet", "convnext_unet", "small_cnn"))
     _choice("train.optimizer", t.optimizer, ("adam", "adamw"))
     _choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine"))
     _choice("train.precision", t.precision, ("auto", "fp32", "bf16"))

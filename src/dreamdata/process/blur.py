@@ -94,7 +94,8 @@ class GaussianBlurDegradation:
         cols = self.operators(x.shape[-1], x.device, dtype)[steps]
         if steps.ndim == 1:  # one operator per image, broadcast over channels
             rows, cols = rows[:, None], cols[:, None]
-        blurred = rows @ x.to(dtype) @ cols.transpose(-1, -2)  # Bansal et al. 2022, eq. 3 (z_t = G̃_t * x)
+        with torch.autocast(x.device.type, enabled=False):  # the blur in full precision, even under bf16 autocast
+            blurred = rows @ x.to(dtype) @ cols.transpose(-1, -2)  # Bansal et al. 2022, eq. 3 (z_t = G̃_t * x)
         return blurred.to(x.dtype) if x.dtype in (torch.float32, torch.float64) else blurred
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor | int, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
