@@ -18,7 +18,7 @@ from dreamdata.config import ProcessConfig, load_config
 from dreamdata.errors import ConfigError
 from dreamdata.process import GaussianBlurDegradation, Process, blur_betas, build_process
 from dreamdata.process.blur_operator import blur_step, gaussian_kernel, kernel_variance, reflect_conv_matrix
-from dreamdata.sampling.blur_prior import PRIOR_FILE, BlurPrior
+from dreamdata.sampling.blur_prior import PRIOR_FILE, BlurPrior, prior_for_run
 from dreamdata.training import checkpoint as ckpt
 from dreamdata.training.run_dir import read_metrics
 from dreamdata.training.trainer import train
@@ -237,6 +237,12 @@ def test_blur_run_trains_resumes_exactly_and_samples(tiny_overrides, tmp_path, c
     assert list((run_dir / "samples").glob("grid-step-*.png"))
     prior = BlurPrior.load(run_dir / PRIOR_FILE)
     assert len(prior.weights) == 1 and len(prior.means[0]) == 1 and prior.num_images == 43
+    # without the saved file, the prior is refitted to the same training split: the same numbers
+    config = load_config("tiny", overrides)
+    (run_dir / PRIOR_FILE).rename(tmp_path / "saved.json")
+    assert prior_for_run(build_process(config.process), config, run_dir) == prior
+    assert not (run_dir / PRIOR_FILE).exists()
+    (tmp_path / "saved.json").rename(run_dir / PRIOR_FILE)
 
     out = tmp_path / "cold"
     assert main(["sample", str(run_dir), "--n", "2", "--out", str(out), "--device", "cpu"]) == 0

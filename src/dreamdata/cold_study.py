@@ -157,8 +157,7 @@ def evaluate_arm(run_dir: Path, out_dir: Path, settings: EvaluationSettings,
 
     start, start_noise = None, None
     if cold:
-        train_images = load_dataset(config.data, "train").images
-        prior = prior_for_run(process, train_images, config.process.blur_prior_components, config.train.seed, run_dir)
+        prior = prior_for_run(process, config, run_dir)
         start_noise = config.process.blur_start_noise if settings.start_noise is None else settings.start_noise
         start = start_sampler(prior, start_noise)
     clock = time.perf_counter()

@@ -251,17 +251,11 @@ def _start_for(model, args):
 
     if not args.sampler.startswith("cold"):
         return None, None
-    from dreamdata.data import load_dataset
-
     run_dir = model.checkpoint.parent.parent
     if not (run_dir / PRIOR_FILE).is_file():
         print(f"dreamdata sample: {run_dir / PRIOR_FILE} not found (training did not finish); fitting the "
-              "start distribution to the training data", file=sys.stderr)
-        images = load_dataset(model.config.data, "train").images
-        prior = prior_for_run(model.process, images, model.config.process.blur_prior_components,
-                              model.config.train.seed)
-    else:
-        prior = prior_for_run(model.process, None, 0, 0, run_dir)
+              "start distribution to the run's training data", file=sys.stderr)
+    prior = prior_for_run(model.process, model.config, run_dir)
     noise = model.config.process.blur_start_noise if args.start_noise is None else args.start_noise
     return start_sampler(prior, noise), noise
 

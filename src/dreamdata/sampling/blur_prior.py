@@ -24,10 +24,13 @@ from typing import Optional
 import torch
 
 from dreamdata.atomic import write_text_atomic
+from dreamdata.config import RunConfig
+from dreamdata.data import load_dataset, split_validation
 from dreamdata.process.blur import GaussianBlurDegradation
 from dreamdata.process.rng import PerSampleGenerator
 
-__all__ = ["PRIOR_FILE", "BlurPrior", "blurred_channel_means", "fit_blur_prior", "fit_gmm", "start_sampler"]
+__all__ = ["PRIOR_FILE", "BlurPrior", "blurred_channel_means", "fit_blur_prior", "fit_gmm", "prior_for_run",
+           "start_sampler"]
 
 PRIOR_FILE = "blur_prior.json"
 """Name of the fitted mixture in a run directory."""
@@ -141,16 +144,23 @@ def fit_blur_prior(process: GaussianBlurDegradation, images_uint8: torch.Tensor,
     return BlurPrior(weights.tolist(), means.tolist(), covariances.tolist(), int(images_uint8.shape[0]), seed)
 
 
-def prior_for_run(process, train_images: torch.Tensor, components: int, seed: int,
-                  run_dir: Optional[Path] = None) -> Optional[BlurPrior]:
-    """The run's blur prior (read from ``run_dir`` if saved there, else fitted and saved); ``None`` for a
-    process that is not a blur (Gaussian diffusion starts from ``N(0, I)``)."""
+def prior_for_run(process, config: RunConfig, run_dir: Optional[Path] = None,
+                  train_images: Optional[torch.Tensor] = None, save: bool = False) -> Optional[BlurPrior]:
+    """A blur run's start distribution; ``None`` for Gaussian diffusion (which starts from ``N(0, I)``).
+
+    Read from ``run_dir/blur_prior.json`` when it is there; otherwise fitted (``process.blur_prior_components``
+    components, seeded by ``train.seed``) to ``train_images`` - by default the run's training split, loaded
+    and held out exactly as the trainer does - and written there when ``save``.
+    """
     if not isinstance(process, GaussianBlurDegradation):
         return None
     path = None if run_dir is None else Path(run_dir) / PRIOR_FILE
     if path is not None and path.is_file():
         return BlurPrior.load(path)
-    prior = fit_blur_prior(process, train_images, components, seed)
-    if path is not None:
+    if train_images is None:
+        data = load_dataset(config.data, "train")
+        train_images = split_validation(data, config.data.val_fraction, config.data.split_seed)[0].images
+    prior = fit_blur_prior(process, train_images, config.process.blur_prior_components, config.train.seed)
+    if save and path is not None:
         prior.save(path)
     return prior

@@ -276,8 +276,7 @@ class Trainer:
         prior = None
         if finished and self.context.is_main and self.run_dir is not None:
             # cold diffusion: fit (and save in the run) the distribution generation starts from
-            prior = prior_for_run(self.process, self.train_data.images, self.config.process.blur_prior_components,
-                                  tc.seed, self.run_dir)
+            prior = prior_for_run(self.process, self.config, self.run_dir, self.train_data.images, save=True)
         if finished and tc.sample_grid and self.context.is_main and self.run_dir is not None:
             start = None if prior is None else start_sampler(prior, self.config.process.blur_start_noise)
             grid = write_class_grid(self.ema.module, self.process, self.run_dir / "samples" /
