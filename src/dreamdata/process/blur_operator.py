@@ -92,13 +92,11 @@ def kernel_variance(kernel: torch.Tensor) -> float:
     return float((kernel.double() * offsets ** 2).sum())
 
 
-def _reflect(index: int, length: int) -> int:
-    """Reflect an out-of-range index into ``0 .. length - 1`` without repeating the edge (``F.pad`` "reflect")."""
-    if index < 0:
-        return -index
-    if index > length - 1:
-        return 2 * (length - 1) - index
-    return index
+def _reflect(index: torch.Tensor, length: int) -> torch.Tensor:
+    """Reflect out-of-range indices into ``0 .. length - 1`` without repeating the edge (``F.pad`` "reflect");
+    valid for indices in ``-(length - 1) .. 2 (length - 1)``."""
+    index = index.abs()  # -k -> k
+    return torch.where(index > length - 1, 2 * (length - 1) - index, index)
 
 
 def reflect_conv_matrix(kernel: torch.Tensor, length: int) -> torch.Tensor:
@@ -111,11 +109,11 @@ def reflect_conv_matrix(kernel: torch.Tensor, length: int) -> torch.Tensor:
     if radius >= length:
         raise ValueError(f"a kernel of size {kernel.numel()} needs images larger than {radius} pixels per side "
                          f"(reflect padding by {radius}), got {length}")
+    rows = torch.arange(length)[:, None].expand(length, kernel.numel())
+    columns = _reflect(rows + torch.arange(-radius, radius + 1)[None, :], length)
+    weights = kernel.double()[None, :].expand(length, -1)
     matrix = torch.zeros(length, length, dtype=torch.float64)
-    for i in range(length):
-        for k in range(-radius, radius + 1):
-            matrix[i, _reflect(i + k, length)] += kernel[k + radius].double()
-    return matrix
+    return matrix.index_put_((rows.reshape(-1), columns.reshape(-1)), weights.reshape(-1), accumulate=True)
 
 
 def composed_matrices(kernels: list[torch.Tensor], length: int) -> torch.Tensor:
