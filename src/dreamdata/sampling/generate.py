@@ -53,9 +53,9 @@ __all__ = [
 ]
 
 # on_step(indices, i, t, x_t, x0_hat): indices are the global sample indices of the batch's rows.
-StartSampler = Callable[[PerSampleGenerator, tuple, torch.device], torch.Tensor]
-# on_step(...)'s companion: start(generator, (C, H, W), device) -> the batch's starting states [B, C, H, W].
 StepHook = Callable[[torch.Tensor, int, int, torch.Tensor, torch.Tensor], None]
+# start(generator, (C, H, W), device) -> the batch's starting states [B, C, H, W] (generate's ``start``).
+StartSampler = Callable[[PerSampleGenerator, tuple, torch.device], torch.Tensor]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
