@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
 
 
 def make_pattern_images(per_class: int, size: int = 8, classes: int = 3,
@@ -47,3 +50,21 @@ def _single_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+class TinyFeatures(torch.nn.Module):
+    """A stand-in for Inception: 3x299x299 in [-1, 1] -> 24 features (2x2 average pools and their squares)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+        return torch.cat([pooled, pooled.pow(2)], dim=1)
+
+
+@pytest.fixture
+def tiny_extractor_file(tmp_path):
+    """A TorchScript feature network file, used where the FID weights file would be."""
+    path = tmp_path / "tiny-extractor.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, TorchScript files are not
+        torch.jit.script(TinyFeatures()).save(str(path))
+    return path

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -16,23 +15,6 @@ from dreamdata.evaluation.extractor import ImageFeatures, TorchScriptExtractor, 
 from dreamdata.evaluation.feature_cache import extract_features
 from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, SmallSampleWarning, evaluate_images
 from conftest import make_pattern_images
-
-
-class TinyFeatures(torch.nn.Module):
-    """A stand-in for Inception: 3x299x299 in [-1, 1] -> 12 pooled features (4 cells x 3 channels)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
-        return torch.cat([pooled, pooled.pow(2)], dim=1)
-
-
-@pytest.fixture
-def tiny_extractor_file(tmp_path):
-    path = tmp_path / "tiny-extractor.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, TorchScript files are not
-        torch.jit.script(TinyFeatures()).save(str(path))
-    return path
 
 
 class CountingExtractor:
@@ -294,3 +276,19 @@ def test_evaluation_config_errors_name_the_key(tiny_overrides):
         load_config("tiny", [*tiny_overrides, "evaluation.metrics=[fidd]"])
     with pytest.raises(ConfigError, match="evaluation.samples"):
         load_config("tiny", [*tiny_overrides, "evaluation.samples=1"])
+
+
+def test_evaluate_cli_on_a_blur_run_uses_the_cold_sampler(tmp_path, tiny_overrides, tiny_extractor_file,
+                                                          monkeypatch, capsys):
+    monkeypatch.setenv("DREAMDATA_CACHE", str(tmp_path / "cache"))
+    assert main(["train", "tiny", *tiny_overrides, "train.steps=2", "train.sample_grid=false", "train.progress=false",
+                 "process.kind=blur", "process.num_steps=4", "process.kernel_size=3", "name=blurrun"]) == 0
+    run = next((tmp_path / "runs").glob("*-blurrun"))
+    out = tmp_path / "blur-eval.json"
+    assert main(["evaluate", str(run), "--n", "9", "--metrics", "fid", "--fid-weights", str(tiny_extractor_file),
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["sampler"] == "cold-improved" and result["steps"] == 4 and result["fid"] >= 0
+    assert main(["evaluate", str(run), "--n", "9", "--reconstruction", "--fid-weights",
+                 str(tiny_extractor_file)]) == 2
+    assert "--from-test" in capsys.readouterr().err

@@ -287,3 +287,25 @@ def test_cpu_dropout_is_unbiased_and_masks_gradient():
     torch.testing.assert_close(h.grad, out.detach())  # d out / d h = mask * scale
     same = torch.ones(10)
     assert dropout_(same, 0.1, training=False) is same
+
+
+def test_convnext_unet_shape_init_and_gradients():
+    from dreamdata.networks import ConvNextBlock
+
+    config = ModelConfig(network="convnext_unet", base_channels=8, channel_mults=[1, 2], num_res_blocks=1,
+                         attention_resolutions=[4], attention_head_channels=8, dropout=0.0)
+    model = build_network(config, 1, 8, 3)
+    blocks = [m for m in model.modules() if isinstance(m, ConvNextBlock)]
+    assert isinstance(model, UNet) and len(blocks) == 2 + 2 + 2 * 2  # down, middle, up (2 + 1 per level)
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([0, 3, 7, 9])
+    assert torch.equal(model(x, t, torch.tensor([0, 1, 2, 3])), torch.zeros_like(x))  # zero-initialised output
+    randomise_zero_init(model)
+    out = model(x, t, torch.tensor([0, 1, 2, 3]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    block = blocks[0]
+    assert block.depthwise.groups == 8 and block.depthwise.kernel_size == (7, 7)
+    with pytest.raises(ValueError, match="scale_shift"):
+        UNet(1, 8, 0, base_channels=8, channel_mults=(1,), num_res_blocks=1, attention_resolutions=(),
+             scale_shift=True, block=ConvNextBlock)

@@ -147,8 +147,8 @@ def test_build_process_and_protocol():
 
 
 def test_bad_process_arguments_raise_value_error_naming_the_value():
-    with pytest.raises(ValueError, match="blur"):
-        build_process(ProcessConfig(kind="blur"))
+    with pytest.raises(ValueError, match="smear"):
+        build_process(ProcessConfig(kind="smear"))
     with pytest.raises(ValueError, match="score"):
         GaussianDiffusion(linear_betas(10), prediction="score")
     with pytest.raises(ValueError, match="p2"):

@@ -41,8 +41,8 @@ class DataConfig:
 class ProcessConfig:
     """The forward corruption process and its training objective."""
 
-    kind: str = "gaussian"  # gaussian (DDPM); blur (cold diffusion) comes later
-    schedule: str = "linear"  # linear | cosine | constant
+    kind: str = "gaussian"  # gaussian (DDPM) | blur (cold diffusion, Bansal et al. 2022)
+    schedule: str = "linear"  # gaussian: linear | cosine | constant
     num_steps: int = 1000  # T
     beta_start: float = 1e-4  # linear: beta_1 (Ho et al. 2020)
     beta_end: float = 0.02  # linear: beta_T
@@ -51,13 +51,22 @@ class ProcessConfig:
     prediction: str = "epsilon"  # epsilon | x0 | v
     loss_weighting: str = "simple"  # simple (Ho et al. L_simple) | min_snr (Hang et al. 2023)
     min_snr_gamma: float = 5.0
+    # blur (cold diffusion): z_t = G_t * z_{t-1}, G_t a Gaussian kernel of variance beta_t, reflect padding
+    blur_schedule: str = "constant"  # constant | linear | exponential (per-step kernel variance beta_t)
+    blur_beta: float = 1.0  # constant: beta_t in pixels^2 (the cold-diffusion report: 1, with T = 100)
+    blur_beta_start: float = 0.1  # linear / exponential: beta_1
+    blur_beta_end: float = 2.0  # linear / exponential: beta_T
+    kernel_size: int = 11  # odd side of the blur kernel
+    blur_loss: str = "l1"  # l1 (Bansal et al.) | l2: distance between the restorer's x0 and x0
+    blur_prior_components: int = 1  # generation: GMM components over per-channel means of fully blurred images
+    blur_start_noise: float = 0.02  # generation: std of the noise added to the flat start image (diversity)
 
 
 @dataclass
 class ModelConfig:
     """The denoising network. Input channels, image size and class count come from the data."""
 
-    network: str = "unet"  # unet | small_cnn
+    network: str = "unet"  # unet | convnext_unet (ConvNeXt blocks, the cold-diffusion report's) | small_cnn
     class_conditional: bool = True  # embed class labels (with a learned null class for CFG)
     base_channels: int = 64
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])
@@ -303,16 +312,18 @@ def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
 def validate(config: RunConfig) -> None:
     """Reject values that are well-typed but meaningless, naming the key."""
     p, m, t, d = config.process, config.model, config.train, config.data
-    _choice("process.kind", p.kind, ("gaussian",))
+    _choice("process.kind", p.kind, ("gaussian", "blur"))
     _choice("process.schedule", p.schedule, ("linear", "cosine", "constant"))
     _choice("process.prediction", p.prediction, ("epsilon", "x0", "v"))
     _choice("process.loss_weighting", p.loss_weighting, ("simple", "min_snr"))
-    _choice("model.network", m.network, ("unet", "small_cnn"))
+    _choice("model.network", m.network, ("unet", "convnext_unet", "small_cnn"))
     _choice("train.optimizer", t.optimizer, ("adam", "adamw"))
     _choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine"))
     _choice("train.precision", t.precision, ("auto", "fp32", "bf16"))
     if p.num_steps < 1:
         raise ConfigError(f"config key process.num_steps: expected a positive integer, got {p.num_steps}")
+    if p.kind == "blur":
+        _validate_blur(p)
     budgets = [name for name in ("epochs", "steps", "minutes") if getattr(t, name) is not None]
     if len(budgets) > 1:
         raise ConfigError(f"config keys train.{budgets[0]} and train.{budgets[1]}: give exactly one budget "
@@ -359,6 +370,26 @@ def _validate_evaluation(e: EvaluationConfig) -> None:
         _choice("evaluation.metrics", name, ("fid", "kid", "is", "pr"))
     if not e.metrics:
         raise ConfigError("config key evaluation.metrics: expected at least one of fid, kid, is, pr")
+
+
+def _validate_blur(p: ProcessConfig) -> None:
+    """The blur (cold diffusion) keys; checked only when ``process.kind`` is ``blur``."""
+    _choice("process.blur_schedule", p.blur_schedule, ("constant", "linear", "exponential"))
+    _choice("process.blur_loss", p.blur_loss, ("l1", "l2"))
+    if p.kernel_size < 1 or p.kernel_size % 2 == 0:
+        raise ConfigError(f"config key process.kernel_size: expected a positive odd integer, got {p.kernel_size}")
+    names = ("blur_beta",) if p.blur_schedule == "constant" else ("blur_beta_start", "blur_beta_end")
+    for name in names:
+        value = getattr(p, name)
+        if not (value > 0 and value < float("inf")):
+            raise ConfigError(f"config key process.{name}: expected a positive kernel variance (pixels^2), "
+                              f"got {value}")
+    if p.blur_prior_components < 1:
+        raise ConfigError(f"config key process.blur_prior_components: expected a positive integer, "
+                          f"got {p.blur_prior_components}")
+    if not p.blur_start_noise >= 0:
+        raise ConfigError(f"config key process.blur_start_noise: expected a standard deviation >= 0, "
+                          f"got {p.blur_start_noise}")
 
 
 def config_json(config: RunConfig) -> str:

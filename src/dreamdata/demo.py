@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dreamdata.atomic import write_text_atomic
 from dreamdata.config import load_config
+from dreamdata.errors import ConfigError
 from dreamdata.reports.curves import plot_loss_curve
 from dreamdata.reports.strips import write_trajectory_strip
 from dreamdata.sampling.generate import TrajectoryRecorder, generate, sampling_timesteps
@@ -33,6 +34,10 @@ TRAJECTORY_COLUMNS = 10
 def run_demo(overrides: list[str], runs_dir: str = "runs") -> Path:
     """Train the demo preset (with ``overrides``), sample it, write the figures; return the run directory."""
     config = load_config("demo", [f"runs_dir={runs_dir}", "train.sample_grid=false", *overrides])
+    if config.process.kind != "gaussian":  # checked before training, not after minutes of it
+        raise ConfigError(f"config key process.kind: the demo samples with guided DDPM, which needs "
+                          f"process.kind=gaussian, got {config.process.kind!r}; for cold diffusion use "
+                          f"`dreamdata train demo process.kind={config.process.kind} ...` and `dreamdata sample RUN`")
     trainer = Trainer(config)
     try:
         result = trainer.run()

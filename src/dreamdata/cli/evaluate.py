@@ -33,8 +33,10 @@ def add_evaluate(subparsers) -> None:
     parser.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated: fid, kid, is, pr")
     parser.add_argument("--no-per-class", action="store_true", help="skip the per-class FID")
     parser.add_argument("--fid-weights", help="local TorchScript Inception-v3 (default $DREAMDATA_FID_WEIGHTS)")
-    parser.add_argument("--sampler", default="ddim", help="sampler for a run (default ddim)")
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps for a run (default 50)")
+    parser.add_argument("--sampler", help="sampler for a run (default ddim; cold-improved for blur runs)")
+    parser.add_argument("--steps", type=int, help="sampling steps for a run (default 50; every step T for blur runs)")
+    parser.add_argument("--start-noise", type=float, default=None, metavar="STD",
+                        help="blur runs: std of the noise added to the flat start image (default: the run's own)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
     parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; also seeds KID/IS subsets")
@@ -102,7 +104,7 @@ def _run_evaluate(args) -> int:
 
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
-    from dreamdata.cli.sample import check_positive, check_sampler, load_for_sampling
+    from dreamdata.cli.sample import _start_for, check_positive, load_for_sampling, resolve_sampling_defaults
     from dreamdata.evaluation.extractor import resolve_extractor
     from dreamdata.evaluation.sources import load_reference, load_sample_set
     from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images, subsample
@@ -119,9 +121,14 @@ def _run_evaluate(args) -> int:
     extractor = resolve_extractor(args.fid_weights, device=device)  # fail fast, before sampling
     model = None
     if is_run:
-        check_sampler(args.sampler)
         args.run = str(target)
         model, device = load_for_sampling(args)
+        if model.config.process.kind == "gaussian":  # evaluation defaults: 50-step DDIM, as the FID benchmarks
+            args.sampler, args.steps = args.sampler or "ddim", args.steps or 50
+        resolve_sampling_defaults(args, model.process)
+        if args.reconstruction and model.config.process.kind != "gaussian":
+            raise DreamdataError("--reconstruction noises and denoises (Gaussian runs); for a blur run use "
+                                 "`dreamdata sample RUN --from-test N` (degrade and restore test images)")
         run_data = model.config.data
     else:
         if args.reconstruction:
@@ -136,8 +143,10 @@ def _run_evaluate(args) -> int:
     if model is not None:
         from dreamdata.evaluation.generated import sample_for_evaluation
 
+        start, _ = _start_for(model, args)
         samples = sample_for_evaluation(model.network, model.process, model.class_names, args.n, args.seed,
-                                        args.sampler, args.steps, args.spacing, args.guidance, args.batch, device)
+                                        args.sampler, args.steps, args.spacing, args.guidance, args.batch, device,
+                                        start=start)
         out = Path(args.out) if args.out else (
             model.checkpoint.parent.parent / "eval" /
             f"{args.sampler}-{args.steps}steps-w{args.guidance:g}-n{args.n}-seed{args.seed}-step{model.step}"

@@ -51,6 +51,11 @@ def _run_interpolate(args) -> int:
         raise DreamdataError(f"--out {args.out}: the strip is a PNG; give a path ending in .png")
     model, device = load_for_sampling(args)
     network, process = model.network, model.process
+    from dreamdata.process import GaussianDiffusion
+
+    if not isinstance(process, GaussianDiffusion):
+        raise DreamdataError(f"{args.run}: interpolate walks DDIM's noise space, so it needs a Gaussian diffusion "
+                             f"run; this run's process is {model.config.process.kind}")
     conditional = int(getattr(network, "num_classes", 0)) > 0
 
     def one_class(spec: str, option: str) -> int:

@@ -20,8 +20,11 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--class", dest="classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to sample, repeatable or comma-separated (default all)")
     parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (default 0)")
-    parser.add_argument("--sampler", default="ddpm", help="ddpm, ddim, dpm++2m, ... (default ddpm)")
-    parser.add_argument("--steps", type=int, default=100, help="sampling steps (default 100, capped at T)")
+    parser.add_argument("--sampler", default=None,
+                        help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
+                             "cold-naive for blur (cold diffusion) runs (default cold-improved)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps (default 100 for Gaussian runs, every step T for blur runs; capped at T)")
     parser.add_argument("--spacing", default="linspace",
                         help="timestep spacing: linspace, leading, trailing, quadratic, logsnr (default linspace)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
@@ -36,6 +39,13 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--forward-strip", type=int, nargs="?", const=8, metavar="K",
                         help="also write forward.png: a training image per class noised at K evenly spaced t "
                              "(default K=8)")
+    parser.add_argument("--start-noise", type=float, default=None, metavar="STD",
+                        help="blur runs: std of the noise added to the flat start image (default: the run's "
+                             "process.blur_start_noise)")
+    parser.add_argument("--from-test", type=int, default=None, metavar="N",
+                        help="conditional generation: degrade the first N test images fully (t = T) and restore "
+                             "them; writes originals.png, degraded.png, restored.png, restoration.png (the first "
+                             "16 of each, one row each) and restoration.npz with RMSE/PSNR/SSIM in sample.json")
     parser.add_argument("--out", help="output directory (default RUN/samples/<sampler>-<steps>steps-w<guidance>-...); "
                                       "a path ending in .png writes only the grid there")
     parser.set_defaults(handler=_run_sample)
@@ -50,11 +60,29 @@ def load_for_sampling(args):
     return load_trained(args.run, use_ema=not args.no_ema, device=device), device
 
 
-def check_sampler(name: str) -> None:
-    from dreamdata.sampling import sampler_names
+def check_sampler(name: str, process=None) -> None:
+    """``--sampler`` names a sampler that fits ``process`` (any known one when ``process`` is None)."""
+    from dreamdata.sampling import get_sampler
 
-    if name not in sampler_names():
-        raise DreamdataError(f"--sampler {name!r}: unknown sampler; known: {', '.join(sampler_names())}")
+    try:
+        get_sampler(name, process)
+    except ValueError as error:
+        raise DreamdataError(f"--sampler {name!r}: {error}") from None
+
+
+def resolve_sampling_defaults(args, process) -> None:
+    """Fill ``--sampler``/``--steps`` left out with the process's defaults and check they fit it."""
+    from dreamdata.sampling import default_sampler
+
+    cold = default_sampler(process).startswith("cold")
+    args.sampler = args.sampler or default_sampler(process)
+    check_sampler(args.sampler, process)
+    if args.steps is None:
+        args.steps = process.num_steps if cold else 100
+    if args.start_noise is not None and not cold:
+        raise DreamdataError("--start-noise applies to blur (cold diffusion) runs only")
+    if args.start_noise is not None and not args.start_noise >= 0:
+        raise DreamdataError(f"--start-noise must be >= 0, got {args.start_noise:g}")
 
 
 def check_positive(**values) -> None:
@@ -70,6 +98,7 @@ def _sample_out_dir(args, model, timesteps, classes: list[int], conditional: boo
     name = f"{args.sampler}-{timesteps.numel()}steps-w{args.guidance:g}-seed{args.seed}-step{model.step}"
     name += "" if args.spacing == "linspace" else f"-{args.spacing}"
     name += "" if args.eta is None else f"-eta{args.eta:g}"
+    name += "" if args.start_noise is None else f"-noise{args.start_noise:g}"
     name += "" if args.x0_clip == "static" else f"-clip{args.x0_clip}"
     name += "-raw" if args.no_ema else ""
     if conditional and len(classes) < len(model.class_names):
@@ -130,9 +159,10 @@ def _run_sample(args) -> int:
 
     check_positive(n=args.n, steps=args.steps, batch=args.batch, trajectory=args.trajectory,
                     forward_strip=args.forward_strip)
-    check_sampler(args.sampler)
+    if args.sampler is not None:
+        check_sampler(args.sampler)
     if args.eta is not None and args.sampler != "ddim":
-        raise DreamdataError(f"--eta applies to the ddim sampler only (got --sampler {args.sampler})")
+        raise DreamdataError(f"--eta applies to the ddim sampler only (got --sampler {args.sampler or 'default'})")
     if args.eta is not None and not 0.0 <= args.eta <= 1.0:
         raise DreamdataError(f"--eta must lie in [0, 1], got {args.eta:g}")
     if args.x0_clip not in X0_CLIPS:
@@ -143,6 +173,9 @@ def _run_sample(args) -> int:
                              "--trajectory/--forward-strip")
     model, device = load_for_sampling(args)
     network, process = model.network, model.process
+    resolve_sampling_defaults(args, process)
+    if args.from_test is not None:
+        return _run_restore(args, model, device)
     conditional = int(getattr(network, "num_classes", 0)) > 0
     if conditional:
         classes = resolve_classes(args.classes, model.class_names)
@@ -169,10 +202,12 @@ def _run_sample(args) -> int:
     recorder = None
     if args.trajectory:
         recorder = TrajectoryRecorder(indices[::args.n].tolist(), args.trajectory, timesteps.numel())
+    start, start_noise = _start_for(model, args)
     images = generate(network, process, labels if conditional else None, labels.numel(), args.seed,
                       sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance,
                       batch_size=args.batch, device=device, x0_clip=args.x0_clip, progress=True,
-                      indices=indices, on_step=recorder, **({} if args.eta is None else {"eta": args.eta}))
+                      indices=indices, on_step=recorder, start=start,
+                      **({} if args.eta is None else {"eta": args.eta}))
     names = [model.class_names[c] for c in classes] if conditional else ["unconditional"]
     if grid_only:  # the command's original form: just the grid, at the given path
         write_png(uint8_grid(images, nrow=args.n), out_dir)
@@ -200,7 +235,8 @@ def _run_sample(args) -> int:
         "classes": names if conditional else None, "class_indices": classes if conditional else None,
         "sample_index": "k * num_classes + class (k = position within the class)",
         "batch": args.batch, "device": str(device), "trajectory": args.trajectory,
-        "forward_strip": args.forward_strip, "files": files, "dreamdata": __version__, "torch": torch.__version__,
+        "forward_strip": args.forward_strip, "start_noise": start_noise,
+        "files": files, "dreamdata": __version__, "torch": torch.__version__,
     }
     write_text_atomic(out_dir / "sample.json", json.dumps(record, indent=2) + "\n")
     print(f"wrote {len(images)} samples to {out_dir} "
@@ -208,3 +244,67 @@ def _run_sample(args) -> int:
     return 0
 
 
+def _start_for(model, args):
+    """Cold diffusion's start distribution (the run's saved blur prior, else fitted to its training data) and
+    its noise std; ``(None, None)`` for Gaussian runs, which start from ``N(0, I)``."""
+    from dreamdata.sampling.blur_prior import PRIOR_FILE, prior_for_run, start_sampler
+
+    if not args.sampler.startswith("cold"):
+        return None, None
+    run_dir = model.checkpoint.parent.parent
+    if not (run_dir / PRIOR_FILE).is_file():
+        print(f"dreamdata sample: {run_dir / PRIOR_FILE} not found (training did not finish); fitting the "
+              "start distribution to the run's training data", file=sys.stderr)
+    prior = prior_for_run(model.process, model.config, run_dir)
+    noise = model.config.process.blur_start_noise if args.start_noise is None else args.start_noise
+    return start_sampler(prior, noise), noise
+
+
+def _run_restore(args, model, device) -> int:
+    """``--from-test N``: degrade test images to the last step, restore them, write grids and scores."""
+    import json
+
+    import torch
+
+    from dreamdata import __version__
+    from dreamdata.atomic import atomic_path, write_text_atomic
+    from dreamdata.data import load_dataset
+    from dreamdata.sampling.generate import to_uint8, uint8_grid, write_png
+    from dreamdata.sampling.restore import degrade_and_restore, restoration_scores
+
+    check_positive(from_test=args.from_test)
+    test = load_dataset(model.config.data, "test")
+    count = min(args.from_test, len(test))
+    clean = test.images[:count].float().div(127.5).sub(1.0)
+    conditional = int(getattr(model.network, "num_classes", 0)) > 0
+    labels = test.labels[:count] if conditional else None
+    degraded, restored = degrade_and_restore(model.network, model.process, clean, labels, args.sampler, args.steps,
+                                             args.seed, batch_size=args.batch, device=device, x0_clip=args.x0_clip,
+                                             guidance_scale=args.guidance if conditional else 0.0)
+    scores = restoration_scores(restored, clean)
+    if args.out:
+        out_dir = Path(args.out).expanduser()
+    else:
+        steps = min(args.steps, model.process.num_steps)
+        name = f"restore-{args.sampler}-{steps}steps-seed{args.seed}-step{model.step}"
+        out_dir = model.checkpoint.parent.parent / "samples" / name.replace("+", "p")
+    shown = min(count, 16)
+    for file, images in (("originals.png", clean), ("degraded.png", degraded), ("restored.png", restored)):
+        write_png(uint8_grid(images[:64], nrow=min(count, 16)), out_dir / file)
+    triple = torch.cat([clean[:shown], degraded[:shown], restored[:shown]])
+    write_png(uint8_grid(triple, nrow=shown), out_dir / "restoration.png")
+    with atomic_path(out_dir / "restoration.npz") as temporary:
+        with open(temporary, "wb") as file:
+            import numpy as np
+
+            np.savez(file, **{key: to_uint8(value).permute(0, 2, 3, 1).numpy() for key, value in
+                              (("originals", clean), ("degraded", degraded), ("restored", restored))},
+                     labels=test.labels[:count].numpy())
+    record = {"command": "sample --from-test", "run": str(model.checkpoint.parent.parent),
+              "checkpoint": str(model.checkpoint), "step": model.step, "sampler": args.sampler,
+              "steps": min(args.steps, model.process.num_steps), "test_images": count, "seed": args.seed,
+              "conditional_labels": conditional, "scores": scores, "dreamdata": __version__}
+    write_text_atomic(out_dir / "sample.json", json.dumps(record, indent=2) + "\n")
+    print(f"restored {count} degraded test images into {out_dir}: RMSE {scores['rmse']:.4f}, "
+          f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} (restoration.png: original / degraded / restored)")
+    return 0

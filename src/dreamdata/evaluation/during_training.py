@@ -14,6 +14,7 @@ import warnings
 import torch
 
 from dreamdata.config import RunConfig
+from dreamdata.errors import ConfigError
 from dreamdata.evaluation.extractor import resolve_extractor
 from dreamdata.evaluation.feature_cache import extract_features
 from dreamdata.evaluation.generated import sample_for_evaluation
@@ -31,6 +32,10 @@ class TrainingEvaluator:
 
     def __init__(self, config: RunConfig, class_names: list[str], device: torch.device, progress: bool = True):
         self.settings = config.evaluation
+        if config.process.kind != "gaussian":
+            raise ConfigError(f"config key evaluation.every: in-training evaluation samples Gaussian-diffusion runs; "
+                              f"for process.kind={config.process.kind!r} evaluate the finished run with "
+                              "`dreamdata evaluate RUN`")
         self.class_names = class_names
         self.device = device
         self.extractor = resolve_extractor(self.settings.fid_weights, device=device)

@@ -1,6 +1,8 @@
 """Denoising networks ``network(x_t, t, class_labels=None) -> prediction`` shaped like ``x_t``.
 
 * :class:`~dreamdata.networks.unet.UNet` - the DDPM / ADM U-Net (the default).
+* the same U-Net with ConvNeXt blocks (:class:`~dreamdata.networks.convnext.ConvNextBlock`,
+  ``model.network: convnext_unet``) - the cold-diffusion report's restorer;
 * :class:`~dreamdata.networks.small_cnn.SmallCNN` - a five-layer CNN baseline.
 
 Every network exposes ``in_channels``, ``image_size``, ``num_classes`` and ``null_class``
@@ -15,11 +17,12 @@ from torch import nn
 
 from dreamdata.config import ModelConfig
 from dreamdata.errors import ConfigError
+from dreamdata.networks.convnext import ConvNextBlock
 from dreamdata.networks.embeddings import ClassEmbedding, SinusoidalEmbedding, timestep_embedding
 from dreamdata.networks.small_cnn import SmallCNN
 from dreamdata.networks.unet import NetworkConfigError, UNet
 
-__all__ = ["build_network", "count_parameters", "describe_network", "UNet", "SmallCNN",
+__all__ = ["build_network", "count_parameters", "describe_network", "UNet", "SmallCNN", "ConvNextBlock",
            "ClassEmbedding", "SinusoidalEmbedding", "timestep_embedding", "NetworkConfigError"]
 
 
@@ -31,14 +34,15 @@ def build_network(config: ModelConfig, in_channels: int, image_size: int, num_cl
     ValueError) when the hyper-parameters do not fit the data.
     """
     classes = num_classes if config.class_conditional else 0
-    if config.network == "unet":
+    if config.network in ("unet", "convnext_unet"):
         return UNet(in_channels, image_size, classes, base_channels=config.base_channels,
                     channel_mults=tuple(config.channel_mults), num_res_blocks=config.num_res_blocks,
                     attention_resolutions=tuple(config.attention_resolutions),
-                    attention_head_channels=config.attention_head_channels, dropout=config.dropout)
+                    attention_head_channels=config.attention_head_channels, dropout=config.dropout,
+                    block=ConvNextBlock if config.network == "convnext_unet" else None)
     if config.network == "small_cnn":
         return SmallCNN(in_channels, image_size, classes)
-    raise ConfigError(f"config key model.network: {config.network!r} is not one of unet, small_cnn")
+    raise ConfigError(f"config key model.network: {config.network!r} is not one of unet, convnext_unet, small_cnn")
 
 
 def count_parameters(module: nn.Module) -> int:

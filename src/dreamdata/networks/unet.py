@@ -191,12 +191,15 @@ class UNet(nn.Module):
     network is unconditional and labels are ignored. Returns a tensor shaped like ``x_t``.
 
     ``image_size`` must be divisible by ``2 ** (len(channel_mults) - 1)`` (one halving between levels).
+    ``block`` is the residual block class (default :class:`ResBlock`; e.g.
+    :class:`~dreamdata.networks.convnext.ConvNextBlock`), built as ``block(cin, cout, emb, dropout, scale_shift)``.
     """
 
     def __init__(self, in_channels: int, image_size: int, num_classes: int, base_channels: int = 64,
                  channel_mults: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (8,), attention_head_channels: int = 32,
-                 dropout: float = 0.1, scale_shift: bool = False, mid_attention: bool = True):
+                 dropout: float = 0.1, scale_shift: bool = False, mid_attention: bool = True,
+                 block: Optional[type] = None):
         super().__init__()
         channel_mults = tuple(int(m) for m in channel_mults)
         if not channel_mults or min(channel_mults) < 1:
@@ -230,8 +233,10 @@ class UNet(nn.Module):
                                       nn.Linear(emb_channels, emb_channels))
         self.class_embedding = ClassEmbedding(num_classes, emb_channels) if num_classes > 0 else None
 
-        def res_block(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, cout, emb_channels, dropout, scale_shift)
+        block_type = ResBlock if block is None else block
+
+        def res_block(cin: int, cout: int) -> nn.Module:
+            return block_type(cin, cout, emb_channels, dropout, scale_shift)
 
         def attention(channels: int) -> AttentionBlock:
             return AttentionBlock(channels, attention_head_channels)

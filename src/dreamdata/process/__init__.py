@@ -1,13 +1,16 @@
 """Forward corruption processes and their training objectives.
 
 :func:`build_process` turns a :class:`~dreamdata.config.ProcessConfig` into a
-:class:`~dreamdata.process.base.Process`; only the Gaussian (DDPM) process exists so far.
+:class:`~dreamdata.process.base.Process`: Gaussian noise (DDPM, ``kind: gaussian``) or deterministic Gaussian
+blur (cold diffusion, ``kind: blur``).
 """
 
 from __future__ import annotations
 
 from dreamdata.config import ProcessConfig
 from dreamdata.process.base import Network, Process
+from dreamdata.process.blur import GaussianBlurDegradation
+from dreamdata.process.blur_operator import blur_betas
 from dreamdata.process.gaussian import GaussianDiffusion
 from dreamdata.process.schedules import (
     ScheduleTensors,
@@ -19,11 +22,13 @@ from dreamdata.process.schedules import (
 )
 
 __all__ = [
+    "GaussianBlurDegradation",
     "GaussianDiffusion",
     "Network",
     "Process",
     "ScheduleTensors",
     "betas_from_config",
+    "blur_betas",
     "build_process",
     "constant_betas",
     "cosine_betas",
@@ -31,11 +36,13 @@ __all__ = [
     "linear_betas",
 ]
 
-PROCESS_KINDS = ("gaussian",)
+PROCESS_KINDS = ("gaussian", "blur")
 
 
 def build_process(config: ProcessConfig) -> Process:
     """The process ``config.kind`` names, built from the rest of ``config``."""
     if config.kind == "gaussian":
         return GaussianDiffusion.from_config(config)
+    if config.kind == "blur":
+        return GaussianBlurDegradation.from_config(config)
     raise ValueError(f"unknown process kind {config.kind!r} (known: {', '.join(PROCESS_KINDS)})")

@@ -100,6 +100,14 @@ class PerSampleGenerator:
         return torch.stack([torch.randn(shape_per_sample, generator=g, device=device, dtype=dtype)
                             for g in self.generators])
 
+    def rand(self, *shape_per_sample: int, device: Optional[torch.device | str] = None,
+             dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """Uniform ``[0, 1)`` draws ``[len(self), *shape_per_sample]``; row ``k`` from ``indices[k]``'s generator."""
+        device = self.device if device is None else torch.device(device)
+        check_generator(self, device)
+        return torch.stack([torch.rand(shape_per_sample, generator=g, device=device, dtype=dtype)
+                            for g in self.generators])
+
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise with ``x``'s shape, dtype and device; ``x``'s first dimension is the batch."""
         if x.ndim < 1 or x.shape[0] != len(self):

@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 
-from dreamdata.process.base import Network
+from dreamdata.process.base import Network, Process
 from dreamdata.process.gaussian import GaussianDiffusion
 from dreamdata.process.rng import GeneratorLike, check_generator
 from dreamdata.sampling.guidance import guided_output, resolve_null_class
@@ -35,11 +35,14 @@ class SamplingSetup(NamedTuple):
     null_class: Optional[int]
 
 
-def prepare_sampling(network: Network, process: GaussianDiffusion, noise: torch.Tensor,
+def prepare_sampling(network: Network, process: Process, noise: torch.Tensor,
                      timesteps: Optional[torch.Tensor | Sequence[int]], class_labels: Optional[torch.Tensor],
                      guidance_scale: float, generator: GeneratorLike, x0_clip: str,
                      null_class: Optional[int]) -> SamplingSetup:
-    """Validate the shared sampler arguments; ``timesteps=None`` means every index ``T - 1 .. 0``."""
+    """Validate the shared sampler arguments; ``timesteps=None`` means every index ``T - 1 .. 0``.
+
+    Uses only ``process.num_steps``, so the cold samplers share it. ``noise`` is the starting state.
+    """
     check_x0_clip(x0_clip)
     steps = check_timesteps(torch.arange(process.num_steps - 1, -1, -1) if timesteps is None else timesteps,
                             process.num_steps)

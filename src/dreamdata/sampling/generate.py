@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from dreamdata.atomic import atomic_path
 from dreamdata.errors import DreamdataError
-from dreamdata.process.rng import PerSampleGenerator, per_sample_noise
+from dreamdata.process.rng import START_STREAM, PerSampleGenerator, per_sample_noise
 from dreamdata.sampling.registry import get_sampler
 from dreamdata.sampling.timesteps import timestep_sequence
 
@@ -54,6 +54,8 @@ __all__ = [
 
 # on_step(indices, i, t, x_t, x0_hat): indices are the global sample indices of the batch's rows.
 StepHook = Callable[[torch.Tensor, int, int, torch.Tensor, torch.Tensor], None]
+# start(generator, (C, H, W), device) -> the batch's starting states [B, C, H, W] (generate's ``start``).
+StartSampler = Callable[[PerSampleGenerator, tuple, torch.device], torch.Tensor]
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -98,17 +100,19 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
              sampler: str = "ddpm", steps: int = 100, spacing: str = "linspace", guidance_scale: float = 0.0,
              batch_size: int = 64, device: Optional[torch.device | str] = None, x0_clip: str = "static",
              progress: bool = True, start_index: int = 0, indices: Optional[Sequence[int] | torch.Tensor] = None,
-             on_step: Optional[StepHook] = None, **sampler_options) -> torch.Tensor:
+             on_step: Optional[StepHook] = None, start: Optional[StartSampler] = None,
+             **sampler_options) -> torch.Tensor:
     """Draw ``count`` samples; returns a float32 CPU tensor ``[count, C, H, W]`` clamped to ``[-1, 1]``.
 
     Args:
         network: the denoiser (``in_channels``, ``image_size``, ``num_classes`` attributes); it is put in
             eval mode for the call and restored afterwards.
-        process: the Gaussian diffusion it was trained with.
+        process: the process it was trained with (Gaussian diffusion, or a blur for the cold samplers).
         class_labels: long ``[count]`` (class of each sample) or ``None`` for an unconditional model.
         count: number of samples.
         seed: base seed; sample ``k`` uses a generator seeded from ``(seed, start_index + k)``.
-        sampler: a name from :func:`dreamdata.sampling.sampler_names` (``ddpm``, ``ddim``, ``dpm++2m``...).
+        sampler: a name from :func:`dreamdata.sampling.sampler_names` that fits ``process`` (``ddpm``,
+            ``ddim``, ``dpm++2m``... for Gaussian diffusion; ``cold-improved``, ``cold-naive`` for blur).
         steps: number of sampling steps (capped at the process's ``T``).
         spacing: how the steps are spread over ``0..T-1`` (see :func:`~dreamdata.sampling.timestep_sequence`).
         guidance_scale: classifier-free guidance ``w`` (needs ``class_labels``).
@@ -121,6 +125,9 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
         indices: explicit global indices ``[count]`` instead of ``start_index + arange(count)``.
         on_step: called as ``on_step(indices, i, t, x_t, x0_hat)`` after each sampler step of each batch,
             with the global indices of that batch's rows.
+        start: builds each batch's starting state as ``start(generator, (C, H, W), device)`` from the
+            batch's per-sample start streams; ``None`` = standard normal noise (the Gaussian prior). Cold
+            diffusion passes :func:`dreamdata.sampling.blur_prior.start_sampler`.
         **sampler_options: passed to the sampler (e.g. ``eta`` for DDIM).
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -145,7 +152,7 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
     elif guidance_scale != 0:
         raise ValueError(f"guidance_scale={guidance_scale} needs class_labels (classifier-free guidance "
                          "mixes the conditional and unconditional outputs)")
-    sample_fn = get_sampler(sampler)
+    sample_fn = get_sampler(sampler, process)
     device = torch.device(device) if device is not None else _network_device(network)
     timesteps = sampling_timesteps(process, steps, spacing).to(device)
     shape = (int(network.in_channels), int(network.image_size), int(network.image_size))
@@ -157,12 +164,15 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
     bar = tqdm(total=count, desc=f"sampling ({sampler}, {timesteps.numel()} steps)", unit="img",
                disable=not progress, leave=False)
     try:
-        for start in range(0, count, batch_size):
-            stop = min(count, start + batch_size)
-            batch_indices = indices[start:stop]
-            noise = per_sample_noise(seed, batch_indices, shape, device)
+        for first in range(0, count, batch_size):
+            stop = min(count, first + batch_size)
+            batch_indices = indices[first:stop]
+            if start is None:
+                noise = per_sample_noise(seed, batch_indices, shape, device)
+            else:
+                noise = start(PerSampleGenerator(seed, batch_indices, device, stream=START_STREAM), shape, device)
             generator = PerSampleGenerator(seed, batch_indices, device)
-            labels = class_labels[start:stop].to(device) if class_labels is not None else None
+            labels = class_labels[first:stop].to(device) if class_labels is not None else None
             callback = None
             if on_step is not None:
                 def callback(i, t, x_t, x0_hat, _indices=batch_indices):
@@ -170,8 +180,8 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
             images = sample_fn(network, process, noise, timesteps, class_labels=labels,
                                guidance_scale=guidance_scale, generator=generator, x0_clip=x0_clip,
                                progress=False, callback=callback, **sampler_options)
-            out[start:stop] = images.float().clamp(-1.0, 1.0).cpu()
-            bar.update(stop - start)
+            out[first:stop] = images.float().clamp(-1.0, 1.0).cpu()
+            bar.update(stop - first)
     finally:
         bar.close()
         if was_training and hasattr(network, "train"):

@@ -8,11 +8,13 @@ Used at the end of training and by ``dreamdata demo``. It draws exactly what ``d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from dreamdata.sampling.generate import generate
+from dreamdata.sampling.generate import StartSampler, generate
 from dreamdata.sampling.grid import save_grid
+from dreamdata.sampling.registry import default_sampler
 
 
 def class_major_indices(num_classes: int, per_class: int) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -25,11 +27,16 @@ def class_major_indices(num_classes: int, per_class: int) -> tuple[torch.Tensor 
 
 
 def write_class_grid(network, process, path: Path, per_class: int, steps: int, seed: int, device: torch.device,
-                     guidance_scale: float = 0.0, progress: bool = False, sampler: str = "ddpm") -> Path:
-    """Sample ``per_class`` images per class (or one row, unconditional) and save them as a grid."""
+                     guidance_scale: float = 0.0, progress: bool = False, sampler: Optional[str] = None,
+                     start: Optional[StartSampler] = None) -> Path:
+    """Sample ``per_class`` images per class (or one row, unconditional) and save them as a grid.
+
+    ``sampler=None`` picks the process's default (``ddpm``, or ``cold-improved`` for blur); ``start`` is
+    passed to :func:`~dreamdata.sampling.generate.generate` (cold diffusion's start distribution).
+    """
     num_classes = int(getattr(network, "num_classes", 0))
     labels, indices = class_major_indices(num_classes, per_class)
-    images = generate(network, process, labels, indices.numel(), seed, sampler=sampler, steps=steps,
-                      guidance_scale=guidance_scale if labels is not None else 0.0, batch_size=256,
-                      device=device, progress=progress, indices=indices)
+    images = generate(network, process, labels, indices.numel(), seed, sampler=sampler or default_sampler(process),
+                      steps=steps, guidance_scale=guidance_scale if labels is not None else 0.0, batch_size=256,
+                      device=device, progress=progress, indices=indices, start=start)
     return save_grid(images, path, nrow=per_class)

@@ -1,8 +1,13 @@
-"""The samplers by name, for the command line: ``get_sampler("dpm++2m")``.
+"""The samplers by name, for the command line: ``get_sampler("dpm++2m")``, ``get_sampler("cold-improved", process)``.
 
-Every entry has the shared signature ``fn(network, process, noise, timesteps, class_labels=None,
-guidance_scale=0.0, generator=None, x0_clip="static", progress=False, callback=None, null_class=None,
-**sampler_specific) -> Tensor``; library code calls the functions directly.
+Two families, one per kind of process. Every entry has the shared signature ``fn(network, process, start,
+timesteps, class_labels=None, guidance_scale=0.0, generator=None, x0_clip="static", progress=False,
+callback=None, null_class=None, **sampler_specific) -> Tensor``, where ``start`` is the state at
+``timesteps[0]`` (named ``noise`` by the Gaussian samplers, whose start is pure noise). Library code calls
+the functions directly.
+
+* :data:`SAMPLERS` - Gaussian diffusion (:class:`~dreamdata.process.gaussian.GaussianDiffusion`);
+* :data:`COLD_SAMPLERS` - deterministic degradations (:class:`~dreamdata.process.blur.GaussianBlurDegradation`).
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
+from dreamdata.process.blur import GaussianBlurDegradation
+from dreamdata.sampling.cold import cold_improved_sample, cold_naive_sample
 from dreamdata.sampling.ddim import ddim_sample
 from dreamdata.sampling.ddpm import ddpm_sample
 from dreamdata.sampling.dpm_solver import dpm_solver_pp_2m_sample
 
-__all__ = ["SAMPLERS", "get_sampler", "sampler_names"]
+__all__ = ["COLD_SAMPLERS", "SAMPLERS", "default_sampler", "get_sampler", "sampler_names", "samplers_for"]
 
 SAMPLERS: dict[str, Callable] = {
     "ddpm": ddpm_sample,  # ancestral, posterior variance beta_tilde (Ho et al. 2020)
@@ -23,15 +30,52 @@ SAMPLERS: dict[str, Callable] = {
     "dpm++2m": dpm_solver_pp_2m_sample,  # DPM-Solver++(2M) (Lu et al. 2022), good at 10-20 steps
 }
 
+COLD_SAMPLERS: dict[str, Callable] = {
+    "cold-improved": cold_improved_sample,  # Bansal et al. 2022, Algorithm 2 (the default)
+    "cold-naive": cold_naive_sample,  # Bansal et al. 2022, Algorithm 1
+}
 
-def sampler_names() -> list[str]:
-    """The registered sampler names, in registry order."""
-    return list(SAMPLERS)
+
+def _is_cold(process) -> bool:
+    return isinstance(process, GaussianBlurDegradation)
 
 
-def get_sampler(name: str) -> Callable:
-    """The sampler registered as ``name``; ``ValueError`` listing the known names otherwise."""
+def samplers_for(process) -> dict[str, Callable]:
+    """The samplers that fit ``process``: the cold family for a blur process, else the Gaussian family."""
+    return COLD_SAMPLERS if _is_cold(process) else SAMPLERS
+
+
+def default_sampler(process) -> str:
+    """``cold-improved`` for a blur process, ``ddpm`` for Gaussian diffusion."""
+    return "cold-improved" if _is_cold(process) else "ddpm"
+
+
+def sampler_names(process=None) -> list[str]:
+    """The Gaussian sampler names (``process=None``), or those that fit ``process``, in registry order."""
+    return list(SAMPLERS if process is None else samplers_for(process))
+
+
+def get_sampler(name: str, process=None) -> Callable:
+    """The sampler registered as ``name``; ``ValueError`` naming the known ones otherwise.
+
+    With ``process`` given, a sampler of the other family is refused with a message saying which fit.
+    """
+    if process is not None:
+        fitting = samplers_for(process)
+        if isinstance(name, str) and name in fitting:
+            return fitting[name]
+        other = SAMPLERS if fitting is COLD_SAMPLERS else COLD_SAMPLERS
+        kind = "blur (cold diffusion)" if fitting is COLD_SAMPLERS else "Gaussian diffusion"
+        if isinstance(name, str) and name in other:
+            raise ValueError(f"sampler {name!r} does not fit this run's process, {kind}; "
+                             f"use one of {', '.join(fitting)}")
+        raise ValueError(f"unknown sampler {name!r} (for {kind}: {', '.join(fitting)})")
     try:
         return SAMPLERS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})") from None
+        pass
+    try:
+        return COLD_SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown sampler {name!r} (known: {', '.join([*SAMPLERS, *COLD_SAMPLERS])})") from None
+

@@ -28,6 +28,7 @@ from dreamdata.data import BatchStream, ImageData, load_dataset, split_validatio
 from dreamdata.errors import CheckpointError, DataError
 from dreamdata.networks import build_network, describe_network
 from dreamdata.process import build_process
+from dreamdata.sampling.blur_prior import prior_for_run, start_sampler
 from dreamdata.sampling.preview import write_class_grid
 from dreamdata.training import checkpoint as ckpt
 from dreamdata.training import run_dir as rd
@@ -301,11 +302,16 @@ class Trainer:
             print(f"metrics over training: {plot_metric_curves(self.run_dir, self.run_dir / 'metrics.png')}")
         self.save()
         check_replicas_identical(self.network, self.context, self.device)
+        prior = None
+        if finished and self.context.is_main and self.run_dir is not None:
+            # cold diffusion: fit (and save in the run) the distribution generation starts from
+            prior = prior_for_run(self.process, self.config, self.run_dir, self.train_data.images, save=True)
         if finished and tc.sample_grid and self.context.is_main and self.run_dir is not None:
+            start = None if prior is None else start_sampler(prior, self.config.process.blur_start_noise)
             grid = write_class_grid(self.ema.module, self.process, self.run_dir / "samples" /
                                     f"grid-step-{self.step:09d}.png", per_class=tc.sample_per_class,
                                     steps=tc.sample_steps, seed=tc.seed, device=self.device,
-                                    progress=tc.progress)
+                                    progress=tc.progress, start=start)
             print(f"sample grid (one row per class, EMA weights): {grid}", flush=True)
         if interrupted:
             raise KeyboardInterrupt
