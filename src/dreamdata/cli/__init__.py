@@ -1,4 +1,5 @@
-"""The ``dreamdata`` command line: ``train``, ``sample``, ``interpolate``, ``demo``, ``presets``.
+"""The ``dreamdata`` command line: ``train``, ``sample``, ``interpolate``, ``dream``, ``classifier``, ``augment``,
+``study``, ``demo``, ``presets``.
 
 Errors caused by user input (:class:`dreamdata.errors.DreamdataError`) are printed as one line naming
 the file/key/value at fault, with exit status 2; anything else is a bug and keeps its traceback.
@@ -10,8 +11,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from dreamdata.cli.augment import add_augment, add_classifier
+from dreamdata.cli.dream import add_dream
 from dreamdata.cli.interpolate import add_interpolate
 from dreamdata.cli.sample import add_sample
+from dreamdata.cli.study import add_study
 from dreamdata.cli.train import add_demo, add_presets, add_train
 from dreamdata.errors import DreamdataError
 
@@ -22,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dreamdata", description="Train image diffusion models and dream up labelled training data with them.")
     parser.add_argument("--version", action="version", version=f"dreamdata {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (add_demo, add_train, add_sample, add_interpolate, add_presets):
+    for add in (add_demo, add_train, add_sample, add_interpolate, add_dream, add_classifier, add_augment, add_study,
+                add_presets):
         add(subparsers)
     return parser
 
