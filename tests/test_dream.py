@@ -187,3 +187,13 @@ def test_bad_synthetic_sets_give_errors_naming_what_differs(tiny_run, tmp_path):
     assert dream(run, tmp_path / "half", "--max-chunks", "1") == 0
     with pytest.raises(DataError, match="incomplete"):
         load_synthetic(tmp_path / "half", real)
+
+
+def test_a_finished_set_gains_a_format_asked_for_later(tiny_run, tmp_path):
+    run, _ = tiny_run
+    out = tmp_path / "set"
+    assert dream(run, out, "--format", "folder") == 0
+    assert not (out / "dataset.npz").exists() and len(png_hashes(out)) == 15
+    assert dream(run, out, "--format", "npz") == 0  # no image is dreamed again: assembled from the chunks
+    assert np.load(out / "dataset.npz")["images"].shape == (15, 8, 8, 1)
+    assert (out / "preview.png").is_file()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamdata.classify.networks import build_classifier
+from dreamdata.training.setup import autocast_context
 
 
 @dataclass
@@ -105,7 +106,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         index = order[position:position + batch_size]
         position += batch_size
         batch = augment_batch(to_float(resident_images[index]), config.hflip, config.crop_padding, generator)
-        loss = F.cross_entropy(network(batch), resident_labels[index], label_smoothing=config.label_smoothing)
+        with autocast_context("auto", device):  # bf16 on CUDA, fp32 elsewhere
+            logits = network(batch)
+        loss = F.cross_entropy(logits.float(), resident_labels[index], label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,7 +127,8 @@ def predict_probabilities(network: nn.Module, images: torch.Tensor, batch_size: 
     out = []
     for start in range(0, len(images), batch_size):
         batch = to_float(images[start:start + batch_size].to(device))
-        out.append(network(batch).float().softmax(dim=1).cpu())
+        with autocast_context("auto", torch.device(device)):
+            out.append(network(batch).float().softmax(dim=1).cpu())
     if not out:
         return torch.zeros((0, 0))
     return torch.cat(out)

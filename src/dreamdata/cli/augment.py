@@ -11,6 +11,8 @@ def _add_real_arguments(parser) -> None:
     parser.add_argument("--real", required=True, metavar="SPEC",
                         help="real dataset (fashion-mnist, cifar10, zip:PATH, folder:PATH, npz:PATH); its test "
                              "split is the test set")
+    parser.add_argument("--real-test", metavar="SPEC", help="where the real test split comes from (default: "
+                                                            "--real's own test split)")
     parser.add_argument("--real-per-class", type=int, metavar="K",
                         help="train on at most K real images per class (default all)")
     parser.add_argument("--split-seed", type=int, default=0, help="which K images are kept (default 0, as in "
@@ -22,6 +24,7 @@ def _add_real_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
 def add_augment(subparsers) -> None:
@@ -57,7 +60,11 @@ def add_classifier(subparsers) -> None:
 
 
 def load_real(args):
-    """``(train, test)`` of the real dataset."""
+    """``(train, test)`` of the real dataset (and the thread count set, since every command calls this first)."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from dreamdata.config import DataConfig
     from dreamdata.data import load_dataset
 
@@ -65,7 +72,7 @@ def load_real(args):
         raise DreamdataError(f"--real-per-class must be a positive integer, got {args.real_per_class}")
     train = load_dataset(DataConfig(dataset=args.real, data_root=args.data_root, per_class=args.real_per_class,
                                     split_seed=args.split_seed), "train")
-    test = load_dataset(DataConfig(dataset=args.real, data_root=args.data_root), "test")
+    test = load_dataset(DataConfig(dataset=args.real_test or args.real, data_root=args.data_root), "test")
     return train, test
 
 

@@ -92,7 +92,8 @@ def check_resumable(out_dir: str | Path, spec: DreamSpec) -> dict[str, Any] | No
     """
     manifest = read_manifest(out_dir)
     if manifest is None:
-        if Path(out_dir).is_dir() and any(not p.name.startswith(".") for p in Path(out_dir).iterdir()):
+        # hidden entries count too: chunk files without their manifest belong to an unknown run
+        if Path(out_dir).is_dir() and any(Path(out_dir).iterdir()):
             raise DataError(f"{out_dir}: exists, is not empty and has no {MANIFEST}; refusing to write a dreamed "
                             "dataset among other files (give an empty or new --out)")
         return None

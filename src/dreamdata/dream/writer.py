@@ -12,7 +12,8 @@ whatever the number of processes, so is the dataset.
 Once every chunk exists, rank 0 assembles the dataset: optional filtering (the top fraction per class by
 a classifier's confidence, :mod:`dreamdata.dream.filtering`), then ``DIR/<class>/<k>.png`` (an image
 folder, one sub-folder per class) and/or ``DIR/dataset.npz`` (uint8 NHWC ``images``, ``labels``,
-``class_names``, ``indices``), then the completed manifest (:mod:`dreamdata.dream.manifest`).
+``class_names``, ``indices``), ``DIR/preview.png`` (the first ten images of each class), then the
+completed manifest (:mod:`dreamdata.dream.manifest`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from dreamdata.sampling.generate import (
     class_directory_names,
     generate,
     to_uint8,
+    uint8_grid,
     write_png,
 )
 from dreamdata.training.distributed import DistributedContext
 
 CHUNK_DIR = ".chunks"  # hidden, so an image-folder loader does not take it for a class
 DATASET_NPZ = "dataset.npz"
+PREVIEW = "preview.png"
 FORMATS = ("folder", "npz")
 
 
@@ -120,6 +123,17 @@ def read_chunks(out_dir: Path, spec: DreamSpec) -> dict[str, np.ndarray]:
     return arrays
 
 
+def write_preview(path: Path, images: torch.Tensor, labels: torch.Tensor, num_classes: int, per_class: int = 10) -> Path:
+    """A grid of the first ``per_class`` kept images of each class, one row per class (a look at the data)."""
+    rows = []
+    for label in range(num_classes):
+        members = images[labels == label][:per_class]
+        padding = torch.full((per_class - len(members), *images.shape[1:]), 255, dtype=torch.uint8)
+        rows.append(torch.cat([members, padding]))
+    grid = uint8_grid(torch.cat(rows).float().div(127.5).sub(1.0), nrow=per_class)
+    return write_png(grid, path)
+
+
 def assemble(out_dir: Path, spec: DreamSpec, formats: tuple[str, ...], filter_classifier=None) -> dict:
     """Write the finished dataset (folder and/or npz) from the chunks; returns the manifest's extra fields."""
     arrays = read_chunks(out_dir, spec)
@@ -163,10 +177,18 @@ def assemble(out_dir: Path, spec: DreamSpec, formats: tuple[str, ...], filter_cl
                   class_names=np.array(names, dtype=str), indices=arrays["indices"][keep.numpy()],
                   positions=positions)
         files.append(DATASET_NPZ)
+    files.append(write_preview(out_dir / PREVIEW, images[keep], labels[keep], len(names)).name)
     counts = torch.bincount(labels[keep], minlength=len(names)).tolist()
     extra.update(counts=dict(zip(names, counts)), total=len(keep), files=files,
                  seconds=round(float(arrays["seconds"]), 3))
     return extra
+
+
+def _has_outputs(out_dir: Path, formats: tuple[str, ...], manifest: dict) -> bool:
+    """Whether a complete set already holds every asked-for format (else it is assembled again from the chunks)."""
+    if "npz" in formats and not (out_dir / DATASET_NPZ).is_file():
+        return False
+    return "folder" not in formats or bool(manifest.get("class_dirs"))
 
 
 def dream_dataset(model, spec: DreamSpec, out_dir: str | Path, formats: tuple[str, ...] = FORMATS,
@@ -186,7 +208,7 @@ def dream_dataset(model, spec: DreamSpec, out_dir: str | Path, formats: tuple[st
         raise DataError(f"--format {','.join(formats)}: expected folder, npz or both")
     existing = check_resumable(out_dir, spec)  # every rank checks, so every rank fails alike
     barrier()
-    if existing is not None and existing.get("status") == "complete":
+    if existing is not None and existing.get("status") == "complete" and _has_outputs(out_dir, formats, existing):
         total = (len(spec.classes) * spec.per_class + spec.chunk - 1) // spec.chunk
         return DreamResult(out_dir, True, total, total, 0)
     if context.is_main and existing is None:

@@ -26,6 +26,7 @@ class StudyRealConfig:
     data_root: str = "~/.cache/dreamdata/data"
     per_class: list[int | None] = field(default_factory=lambda: [50, 500, None])  # the K values
     split_seed: int = 0  # which K images; the generative model and the classifiers see the same ones
+    test_dataset: str | None = None  # where the test split comes from; None = dataset's own test split
 
 
 @dataclass
@@ -52,6 +53,7 @@ class StudyConfig:
     name: str = "study"
     runs_dir: str = "runs"
     device: str = "auto"
+    num_threads: int | None = None  # torch CPU threads (1 can be faster on a CPU shared with other jobs)
     real: StudyRealConfig = field(default_factory=StudyRealConfig)
     generator: StudyGeneratorConfig = field(default_factory=StudyGeneratorConfig)
     dream: StudyDreamConfig = field(default_factory=StudyDreamConfig)

@@ -46,6 +46,7 @@ def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callab
                  f"data.data_root={config.real.data_root}", f"data.per_class={'null' if k is None else k}",
                  f"data.split_seed={config.real.split_seed}", "train.steps=null", "train.epochs=null",
                  f"train.minutes={config.generator.minutes[index]}", f"train.device={config.device}",
+                 f"train.num_threads={config.num_threads or 'null'}",
                  "train.progress=false", f"name=generator-K{k_label(k)}"]
     run_config = load_config(config.generator.config, overrides)
     resume = run_dir if (run_dir / "config.yaml").is_file() and ckpt.latest_checkpoint(run_dir) else None
@@ -114,7 +115,10 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
     study_dir.mkdir(parents=True, exist_ok=True)
     _check_config(study_dir, config)
     device = resolve_device(config.device)
-    test = load_dataset(DataConfig(dataset=config.real.dataset, data_root=config.real.data_root), "test")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    test = load_dataset(DataConfig(dataset=config.real.test_dataset or config.real.dataset,
+                                   data_root=config.real.data_root), "test")
     per_k = {}
     for index, k in enumerate(config.real.per_class):
         k_dir = study_dir / f"K{k_label(k)}"
