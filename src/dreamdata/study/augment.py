@@ -12,6 +12,7 @@ baseline, normally ``real``) the paired difference with its 95% CI and p-value
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -46,10 +47,20 @@ class AugmentConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
 
+def data_sha256(data: ImageData | None) -> str | None:
+    """Hash of a dataset's pixels and labels, so a resumed study never reuses results from other data."""
+    if data is None:
+        return None
+    digest = hashlib.sha256(data.images.cpu().contiguous().numpy().tobytes())
+    digest.update(data.labels.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _identity(config: AugmentConfig, real: ImageData, synthetic: ImageData | None) -> dict:
     """What a results line must match to be reused on resume."""
     return {"classifier": asdict(config.classifier), "synthetic_ratio": config.synthetic_ratio,
-            "real_count": len(real), "synthetic_count": len(synthetic) if synthetic is not None else 0}
+            "real_count": len(real), "synthetic_count": len(synthetic) if synthetic is not None else 0,
+            "real_sha256": data_sha256(real), "synthetic_sha256": data_sha256(synthetic)}
 
 
 def _read_results(path: Path, identity: dict) -> dict[tuple[str, int], dict]:

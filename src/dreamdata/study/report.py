@@ -57,6 +57,7 @@ def write_accuracy_figure(path: Path, config: StudyConfig, per_k: dict) -> None:
         positions = [i + 0.08 * (offset - 1) for i in range(len(labels))]
         axes.errorbar(positions, means, yerr=stds, marker="o", capsize=3, label=arm)
     axes.set_xticks(range(len(labels)), labels)
+    axes.set_xlim(-0.5, len(labels) - 0.5)
     axes.set_xlabel("real images per class (K)")
     axes.set_ylabel("test accuracy % (mean ± std)")
     axes.set_title(f"{config.real.dataset}: {config.augment.seeds} seeds per arm", fontsize=9)
