@@ -126,6 +126,8 @@ def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsy
     assert set(summary["comparisons"]) == {"real+synthetic - real", "synthetic - real"}
     for name in ("summary.md", "confusion-real.png", "confusion-real_synthetic.png", "confusion-synthetic.png"):
         assert (out / name).is_file(), name
+    report = (out / "summary.md").read_text()
+    assert "Confusion matrix, real+synthetic" in report and "| true \\ predicted | hstripes | vstripes | square |" in report
     assert main(args) == 0  # resumes: nothing retrained
     assert (out / "results.jsonl").read_text().splitlines() == lines
     assert main(args[:-2] + ["--out", str(tmp_path / "x"), "--arms", "real,synthetic", "--synthetic",

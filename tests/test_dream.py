@@ -197,3 +197,27 @@ def test_a_finished_set_gains_a_format_asked_for_later(tiny_run, tmp_path):
     assert dream(run, out, "--format", "npz") == 0  # no image is dreamed again: assembled from the chunks
     assert np.load(out / "dataset.npz")["images"].shape == (15, 8, 8, 1)
     assert (out / "preview.png").is_file()
+
+
+def test_a_crash_mid_run_loses_and_duplicates_nothing(tiny_run, tmp_path, monkeypatch):
+    """Interrupt inside the second chunk (as Ctrl-C would), then re-run: the set equals an uninterrupted one."""
+    import dreamdata.dream.writer as writer
+
+    run, _ = tiny_run
+    real_generate = writer.generate
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "generate", interrupted)
+    out = tmp_path / "crashed"
+    assert dream(run, out) == 130
+    assert [p.name for p in (out / ".chunks").iterdir()] == ["chunk-000000.npz"]  # nothing half-written
+    monkeypatch.setattr(writer, "generate", real_generate)
+    assert dream(run, out) == 0
+    assert dream(run, tmp_path / "whole") == 0
+    assert png_hashes(out) == png_hashes(tmp_path / "whole") and len(png_hashes(out)) == 15

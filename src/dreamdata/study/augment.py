@@ -143,7 +143,7 @@ def _pct(value: float) -> str:
 
 
 def summary_markdown(summary: dict) -> str:
-    """The study's tables: accuracy per arm, paired differences, per-class P/R/F1 per arm."""
+    """The study's tables: accuracy per arm, paired differences, per-class P/R/F1 and confusion per arm."""
     arms, names = summary["arms"], summary["class_names"]
     n = len(summary["seeds"])
     lines = [f"## Accuracy on the real test split ({n} seeds, mean ± std)", "",
@@ -162,6 +162,10 @@ def summary_markdown(summary: dict) -> str:
                   "| class | precision | recall | F1 |", "| --- | --: | --: | --: |"]
         for k, name in enumerate(names):
             lines.append(f"| {name} | {row['precision'][k]:.3f} | {row['recall'][k]:.3f} | {row['f1'][k]:.3f} |")
+        lines += ["", f"Confusion matrix, {arm} (summed over seeds; rows = true class, columns = predicted):", "",
+                  "| true \\ predicted | " + " | ".join(names) + " |", "| --- |" + " --: |" * len(names)]
+        for k, name in enumerate(names):
+            lines.append(f"| {name} | " + " | ".join(str(v) for v in row["confusion_sum"][k]) + " |")
     return "\n".join(lines) + "\n"
 
 
