@@ -201,7 +201,7 @@ def test_a_finished_set_gains_a_format_asked_for_later(tiny_run, tmp_path):
 
 def test_a_crash_mid_run_loses_and_duplicates_nothing(tiny_run, tmp_path, monkeypatch):
     """Interrupt inside the second chunk (as Ctrl-C would), then re-run: the set equals an uninterrupted one."""
-    import dreamdata.dream.writer as writer
+    from dreamdata.dream import writer
 
     run, _ = tiny_run
     real_generate = writer.generate
