@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -205,7 +206,7 @@ def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against a dataclass field's type, converting int -> float where harmless."""
     origin = get_origin(annotation)
-    if origin is Union:
+    if origin is Union or origin is types.UnionType:  # Optional[int] and int | None alike
         options = get_args(annotation)
         if value is None and type(None) in options:
             return None

@@ -1,0 +1,122 @@
+"""`dreamdata dream`: a labelled synthetic dataset from a trained run (resumable, shardable with torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from dreamdata.errors import DreamdataError
+
+
+def add_dream(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dream", help="dream up a labelled dataset (image folder + npz + manifest) with a trained run",
+        description="Dream --per-class images of each class with a trained class-conditional run into --out: "
+                    "<class>/<k>.png (an image-folder dataset), dataset.npz and manifest.json (checkpoint hash, "
+                    "sampler, steps, guidance, seed, counts, time). Images are written in chunks; re-running the "
+                    "same command after an interruption finishes the set. Under torchrun the chunks are shared "
+                    "among the processes and the dataset is the same whatever their number. Image k of class c "
+                    "is seeded from (--seed, k * num_classes + c), as in `dreamdata sample`.")
+    parser.add_argument("run", help="run directory or .safetensors checkpoint")
+    parser.add_argument("--per-class", type=int, required=True, help="images per class")
+    parser.add_argument("--out", required=True, help="output directory (new, empty, or an unfinished dream run)")
+    parser.add_argument("--classes", action="append", metavar="NAME|INDEX|all",
+                        help="class(es) to dream, repeatable or comma-separated (default all)")
+    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (default 0)")
+    parser.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpm++2m, ... (default ddim)")
+    parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=100, help="images per sampler call (default 100)")
+    parser.add_argument("--chunk", type=int, default=500, help="images per chunk file, the unit of resuming "
+                                                               "and of sharding (default 500)")
+    parser.add_argument("--format", default="folder,npz", help="folder, npz or folder,npz (default both)")
+    parser.add_argument("--keep-top", type=float, metavar="FRACTION",
+                        help="keep only this fraction of each class: the images --filter-classifier is most "
+                             "confident belong to their class")
+    parser.add_argument("--filter-classifier", metavar="PATH",
+                        help="classifier .safetensors from `dreamdata classifier` (trained on real data)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    parser.add_argument("--max-chunks", type=int, help=argparse.SUPPRESS)  # tests: stop after N chunks
+    parser.set_defaults(handler=_run_dream)
+
+
+def build_spec(args, model, classes: list[int]):
+    """The :class:`~dreamdata.dream.manifest.DreamSpec` these arguments and this model define."""
+    from dreamdata.dream.manifest import DreamSpec, file_sha256
+    from dreamdata.sampling.generate import sampling_timesteps
+
+    try:
+        steps = int(sampling_timesteps(model.process, args.steps, args.spacing).numel())
+    except ValueError as error:
+        raise DreamdataError(f"--spacing/--steps: {error}") from None
+    return DreamSpec(
+        checkpoint_sha256=file_sha256(model.checkpoint), checkpoint=str(model.checkpoint), step=model.step,
+        weights="raw" if args.no_ema else "ema", class_names=list(model.class_names), classes=classes,
+        per_class=args.per_class, sampler=args.sampler, steps=steps, spacing=args.spacing,
+        guidance=float(args.guidance), seed=args.seed, chunk=args.chunk, channels=int(model.network.in_channels),
+        image_size=int(model.network.image_size), keep_top=args.keep_top,
+        filter_classifier_sha256=file_sha256(args.filter_classifier) if args.filter_classifier else None)
+
+
+def _check_args(args) -> None:
+    from dreamdata.cli.sample import check_positive, check_sampler
+
+    check_positive(per_class=args.per_class, steps=args.steps, batch=args.batch, chunk=args.chunk)
+    check_sampler(args.sampler)
+    if (args.keep_top is None) != (args.filter_classifier is None):
+        raise DreamdataError("--keep-top and --filter-classifier go together (keep the top fraction by that "
+                             "classifier's confidence)")
+    if args.keep_top is not None and not 0.0 < args.keep_top <= 1.0:
+        raise DreamdataError(f"--keep-top must lie in (0, 1], got {args.keep_top:g}")
+    if args.filter_classifier and not Path(args.filter_classifier).is_file():
+        raise DreamdataError(f"--filter-classifier {args.filter_classifier}: no such file")
+
+
+def _run_dream(args) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from dreamdata import __version__
+    from dreamdata.dream.writer import dream_dataset
+    from dreamdata.sampling.generate import resolve_classes
+    from dreamdata.training.distributed import init_distributed, shutdown_distributed
+    from dreamdata.training.pretrained import load_trained
+    from dreamdata.training.setup import resolve_device
+
+    _check_args(args)
+    formats = tuple(part.strip() for part in args.format.split(",") if part.strip())
+    kind = "cuda" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    context = init_distributed(kind)
+    try:
+        device = resolve_device(args.device, context.local_rank)
+        model = load_trained(args.run, use_ema=not args.no_ema, device=device)
+        if int(getattr(model.network, "num_classes", 0)) == 0:
+            raise DreamdataError(f"{args.run}: the model is unconditional; dreaming a labelled dataset needs a "
+                                 "class-conditional model (model.class_conditional: true)")
+        classes = resolve_classes(args.classes, model.class_names)
+        spec = build_spec(args, model, classes)
+        classifier = None
+        if args.filter_classifier and context.is_main:
+            from dreamdata.classify.checkpoint import load_classifier
+            from dreamdata.dream.filtering import classifier_label_map
+
+            classifier = load_classifier(args.filter_classifier, device=device)
+            classifier_label_map(classifier, [model.class_names[c] for c in classes], spec.channels,
+                                 spec.image_size)  # fail before dreaming, not after
+        run_info = {"dreamdata": __version__, "torch": torch.__version__, "device": str(device),
+                    "world_size": context.world_size, "batch": args.batch}
+        started = time.perf_counter()
+        result = dream_dataset(model, spec, args.out, formats=formats, context=context, batch_size=args.batch,
+                               device=device, progress=context.is_main, filter_classifier=classifier,
+                               max_chunks=args.max_chunks, run_info=run_info,
+                               barrier=dist.barrier if context.enabled else (lambda: None))
+        if context.is_main:
+            state = "complete" if result.complete else "incomplete (re-run the same command to finish)"
+            print(f"dream: {result.out_dir}: {result.chunks_done}/{result.chunks_total} chunks, {state}; "
+                  f"{result.dreamed_now} images dreamed by rank 0 in {time.perf_counter() - started:.1f} s")
+    finally:
+        shutdown_distributed(context)
+    return 0

@@ -1,0 +1,35 @@
+"""`dreamdata study`: the whole synthetic-data study from one config (train -> dream -> augment, per K)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_study(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "study", help="the whole study: train on K real images per class, dream, compare classifiers",
+        description="For each K in real.per_class: train the generative model on K real images per class, dream "
+                    "dream.per_class images per class with it, and run the augment comparison; then write "
+                    "summary.md, summary.json and accuracy-vs-k.png into runs_dir/name. Re-running resumes. "
+                    "CONFIG is a YAML file (e.g. configs/study-fmnist.yaml); KEY=VALUE arguments override it.")
+    parser.add_argument("config", help="study YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--run-dir", help="study directory (default runs_dir/name)")
+    parser.set_defaults(handler=_run_study)
+
+
+def _run_study(args) -> int:
+    from dreamdata.study.config import load_study_config
+    from dreamdata.study.pipeline import run_study
+
+    config = load_study_config(args.config, list(args.overrides))
+    if args.dry_run:
+        print(config.to_yaml(), end="")
+        return 0
+    run_dir = Path(args.run_dir).expanduser() if args.run_dir else None
+    run_study(config, run_dir)
+    target = run_dir or Path(config.runs_dir).expanduser() / config.name
+    print((target / "summary.md").read_text())
+    print(f"study written to {target}")
+    return 0

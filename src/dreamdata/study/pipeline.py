@@ -1,0 +1,151 @@
+"""A whole study in one call: for each K, train the generative model on K real images per class, dream, augment.
+
+Layout of the study directory (``runs_dir/name``)::
+
+    study.yaml                 the resolved StudyConfig
+    K50/generator/             a `dreamdata train` run on the K = 50 real images per class
+    K50/synthetic/             a `dreamdata dream` dataset from it (manifest.json, <class>/, dataset.npz)
+    K50/filter-classifier.safetensors   (only with dream.keep_top)
+    K50/augment/               the `dreamdata augment` study (results.jsonl, summary.*, confusion-*.png)
+    K50/timings.json
+    summary.md, summary.json, accuracy-vs-k.png   across all K
+
+Every stage resumes: the generator run continues from its latest checkpoint, dreaming from its chunks,
+augmenting from ``results.jsonl``. A stage that is complete is skipped, so re-running the command after
+an interruption finishes the study. Re-running with a different config into the same directory is an
+error (pass another ``name``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from dreamdata.atomic import write_text_atomic
+from dreamdata.config import DataConfig, load_config
+from dreamdata.data import load_dataset
+from dreamdata.errors import ConfigError
+from dreamdata.study.config import StudyConfig, k_label
+
+GENERATOR_DONE = "study-stage-complete.json"
+
+
+def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callable[[str], None]) -> None:
+    from dreamdata.training import checkpoint as ckpt
+    from dreamdata.training.trainer import train
+
+    if (run_dir / GENERATOR_DONE).is_file():
+        return
+    k = config.real.per_class[index]
+    overrides = [*config.generator.overrides, f"data.dataset={config.real.dataset}",
+                 f"data.data_root={config.real.data_root}", f"data.per_class={'null' if k is None else k}",
+                 f"data.split_seed={config.real.split_seed}", "train.steps=null", "train.epochs=null",
+                 f"train.minutes={config.generator.minutes[index]}", f"train.device={config.device}",
+                 f"train.num_threads={config.num_threads or 'null'}",
+                 "train.progress=false", f"name=generator-K{k_label(k)}"]
+    run_config = load_config(config.generator.config, overrides)
+    resume = run_dir if (run_dir / "config.yaml").is_file() and ckpt.latest_checkpoint(run_dir) else None
+    log(f"study K={k_label(k)}: training the generative model for {config.generator.minutes[index]:g} min "
+        f"({'resuming' if resume else 'new run'}) in {run_dir}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = train(run_config, resume=resume, run_dir=None if resume else run_dir)
+    write_text_atomic(run_dir / GENERATOR_DONE, json.dumps({"step": result.step}) + "\n")
+
+
+def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, device: torch.device,
+           filter_path: Path | None) -> dict:
+    from dreamdata.dream.manifest import DreamSpec, file_sha256
+    from dreamdata.dream.writer import dream_dataset
+    from dreamdata.training.pretrained import load_trained
+
+    d = config.dream
+    model = load_trained(generator_dir, device=device)
+    spec = DreamSpec(checkpoint_sha256=file_sha256(model.checkpoint), checkpoint=str(model.checkpoint),
+                     step=model.step, weights="ema", class_names=list(model.class_names),
+                     classes=list(range(len(model.class_names))), per_class=d.per_class[index], sampler=d.sampler,
+                     steps=min(d.steps, model.process.num_steps), spacing="linspace", guidance=d.guidance,
+                     seed=d.seed, chunk=d.chunk, channels=int(model.network.in_channels),
+                     image_size=int(model.network.image_size), keep_top=d.keep_top,
+                     filter_classifier_sha256=file_sha256(filter_path) if filter_path else None)
+    classifier = None
+    if filter_path is not None:
+        from dreamdata.classify.checkpoint import load_classifier
+
+        classifier = load_classifier(filter_path, device=device)
+    dream_dataset(model, spec, out_dir, batch_size=d.batch, device=device, progress=False,
+                  filter_classifier=classifier)
+    return json.loads((out_dir / "manifest.json").read_text())
+
+
+def _filter_classifier(config: StudyConfig, index: int, real, path: Path, device: torch.device) -> Path:
+    from dreamdata.classify.checkpoint import save_classifier
+    from dreamdata.classify.train import train_classifier
+
+    if not path.is_file():
+        classifier_config = replace(config.augment.classifier, steps=config.classifier_steps[index])
+        network = train_classifier(real.images, real.labels, real.num_classes, classifier_config, seed=0,
+                                   device=device)
+        save_classifier(path, network, classifier_config.network, real.channels, real.image_size, real.class_names)
+    return path
+
+
+def _check_config(study_dir: Path, config: StudyConfig) -> None:
+    stored = study_dir / "study.yaml"
+    if stored.is_file() and stored.read_text() != config.to_yaml():
+        raise ConfigError(f"{stored}: this study directory was made with a different config; to start another "
+                          f"study give another name (name=...), or delete {study_dir}")
+    write_text_atomic(stored, config.to_yaml())
+
+
+def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run (or finish) every K of the study and write the cross-K summary; returns it."""
+    from dreamdata.dream.load import load_synthetic
+    from dreamdata.dream.manifest import file_sha256
+    from dreamdata.study.augment import run_augment
+    from dreamdata.study.report import write_study_report
+    from dreamdata.training import checkpoint as ckpt
+    from dreamdata.training.setup import resolve_device
+
+    study_dir = Path(study_dir or Path(config.runs_dir).expanduser() / config.name)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(study_dir, config)
+    device = resolve_device(config.device)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    test = load_dataset(DataConfig(dataset=config.real.test_dataset or config.real.dataset,
+                                   data_root=config.real.data_root), "test")
+    per_k = {}
+    for index, k in enumerate(config.real.per_class):
+        k_dir = study_dir / f"K{k_label(k)}"
+        timings: dict = {}
+        real = load_dataset(DataConfig(dataset=config.real.dataset, data_root=config.real.data_root, per_class=k,
+                                       split_seed=config.real.split_seed), "train")
+        started = time.perf_counter()
+        _train_generator(config, index, k_dir / "generator", log)
+        timings["generator_s"] = round(time.perf_counter() - started, 1)
+
+        filter_path = None
+        if config.dream.keep_top is not None:
+            filter_path = _filter_classifier(config, index, real, k_dir / "filter-classifier.safetensors", device)
+        started = time.perf_counter()
+        log(f"study K={k_label(k)}: dreaming {config.dream.per_class[index]} images per class")
+        manifest = _dream(config, index, k_dir / "generator", k_dir / "synthetic", device, filter_path)
+        timings["dream_s"] = round(time.perf_counter() - started, 1)
+
+        expected = file_sha256(ckpt.latest_checkpoint(k_dir / "generator"))
+        synthetic, _ = load_synthetic(k_dir / "synthetic", real, expected)
+        augment_config = replace(config.augment,
+                                 classifier=replace(config.augment.classifier, steps=config.classifier_steps[index]))
+        started = time.perf_counter()
+        summary = run_augment(real, test, synthetic, augment_config, k_dir / "augment", device=device, log=log)
+        timings["augment_s"] = round(time.perf_counter() - started, 1)
+        write_text_atomic(k_dir / "timings.json", json.dumps(timings, indent=2) + "\n")
+        per_k[k_label(k)] = {"summary": summary, "real_per_class": k, "real_images": len(real),
+                             "synthetic_images": len(synthetic), "dream_seconds": manifest.get("seconds"),
+                             "timings": timings}
+    return write_study_report(study_dir, config, per_k)

@@ -1,0 +1,85 @@
+"""The study's cross-K report: one table and one figure of accuracy against K for every arm."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+from dreamdata.atomic import atomic_path, write_text_atomic
+from dreamdata.study.config import StudyConfig
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def study_markdown(config: StudyConfig, per_k: dict) -> str:
+    arms = list(config.augment.arms)
+    lines = [f"# Study {config.name}: {config.real.dataset}, {config.augment.seeds} seeds per arm", "",
+             ("Accuracy on the real test split, % (mean ± std over seeds). Paired differences against "
+              f"`{arms[0]}` with Student-t 95% CI and p-value."), "",
+             "| K / class | " + " | ".join(arms) + " | " + " | ".join(f"{arm} - {arms[0]}" for arm in arms[1:]) + " |",
+             "| --- | " + " | ".join("--:" for _ in arms) + " | " + " | ".join("---" for _ in arms[1:]) + " |"]
+    for k, entry in per_k.items():
+        summary = entry["summary"]
+        cells = [f"{_pct(summary['arms'][arm]['accuracy_mean'])} ± {_pct(summary['arms'][arm]['accuracy_std'])}"
+                 for arm in arms]
+        for arm in arms[1:]:
+            c = summary["comparisons"][f"{arm} - {arms[0]}"]
+            cells.append(f"{_pct(c['mean_difference'])} [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}], "
+                         f"p={c['p_value']:.3g}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "| K / class | real images | synthetic images | generator s | dream s | augment s |",
+              "| --- | --: | --: | --: | --: | --: |"]
+    for k, entry in per_k.items():
+        t = entry["timings"]
+        lines.append(f"| {k} | {entry['real_images']} | {entry['synthetic_images']} | {t['generator_s']} | "
+                     f"{t['dream_s']} | {t['augment_s']} |")
+    lines += ["", ("Per-K details (per-class precision/recall/F1, confusion matrices): `K*/augment/summary.md`, "
+                   "`K*/augment/confusion-*.png`.")]
+    return "\n".join(lines) + "\n"
+
+
+def write_accuracy_figure(path: Path, config: StudyConfig, per_k: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(per_k)
+    figure, axes = plt.subplots(figsize=(5.5, 3.8))
+    for offset, arm in enumerate(config.augment.arms):
+        means = [100 * per_k[k]["summary"]["arms"][arm]["accuracy_mean"] for k in labels]
+        stds = [100 * (per_k[k]["summary"]["arms"][arm]["accuracy_std"] or 0) for k in labels]
+        stds = [0.0 if math.isnan(s) else s for s in stds]
+        positions = [i + 0.08 * (offset - 1) for i in range(len(labels))]
+        axes.errorbar(positions, means, yerr=stds, marker="o", capsize=3, label=arm)
+    axes.set_xticks(range(len(labels)), labels)
+    axes.set_xlim(-0.5, len(labels) - 0.5)
+    axes.set_xlabel("real images per class (K)")
+    axes.set_ylabel("test accuracy % (mean ± std)")
+    axes.set_title(f"{config.real.dataset}: {config.augment.seeds} seeds per arm", fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(buffer.getvalue())
+
+
+def write_study_report(study_dir: Path, config: StudyConfig, per_k: dict) -> dict:
+    """``summary.md``, ``summary.json`` and ``accuracy-vs-k.png`` in ``study_dir``; returns the summary."""
+    compact = {k: {key: value for key, value in entry.items() if key != "summary"} |
+               {"arms": {arm: {name: row[name] for name in ("accuracy_mean", "accuracy_std", "accuracies")}
+                         for arm, row in entry["summary"]["arms"].items()},
+                "comparisons": entry["summary"]["comparisons"]}
+               for k, entry in per_k.items()}
+    summary = {"name": config.name, "dataset": config.real.dataset, "per_k": compact}
+    write_text_atomic(study_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(study_dir / "summary.md", study_markdown(config, per_k))
+    write_accuracy_figure(study_dir / "accuracy-vs-k.png", config, per_k)
+    return summary

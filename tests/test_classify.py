@@ -1,0 +1,167 @@
+"""Classifiers, metrics and statistics against known answers; `augment` and `study` end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_pattern_images
+
+from dreamdata.classify import (
+    ClassifierConfig,
+    accuracy,
+    build_classifier,
+    class_scores,
+    confusion_matrix,
+    paired_comparison,
+    predict_probabilities,
+    train_classifier,
+)
+from dreamdata.classify.train import augment_batch, lr_factor
+from dreamdata.cli import main
+from dreamdata.errors import ConfigError
+from dreamdata.study.arms import parse_arms, synthetic_subset
+from dreamdata.study.config import load_study_config
+
+
+def test_paired_t_test_matches_students_sleep_data():
+    """Cushny & Peebles' sleep data as analysed by Student (1908); R's t.test(paired = TRUE) gives
+    t = 4.0621, df = 9, p = 0.002833, 95% CI [0.7001142, 2.4598858] for drug 2 - drug 1."""
+    drug1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+    drug2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+    result = paired_comparison(drug1, drug2)
+    assert result.n == 10
+    assert result.mean_difference == pytest.approx(1.58)
+    assert result.t == pytest.approx(4.0621, abs=1e-4)
+    assert result.p_value == pytest.approx(0.002833, abs=1e-6)
+    assert (result.ci_low, result.ci_high) == (pytest.approx(0.7001142, abs=1e-6), pytest.approx(2.4598858, abs=1e-6))
+    single = paired_comparison([0.5], [0.6])
+    assert single.mean_difference == pytest.approx(0.1) and np.isnan(single.ci_low) and np.isnan(single.p_value)
+
+
+def test_confusion_matrix_and_scores_by_hand():
+    true = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 2, 0, 2])
+    confusion = confusion_matrix(true, predicted, 3)
+    assert confusion.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 2]]
+    scores = class_scores(confusion)
+    assert scores.precision.tolist() == pytest.approx([1 / 2, 2 / 3, 1.0])
+    assert scores.recall.tolist() == pytest.approx([1 / 2, 1.0, 2 / 3])
+    assert scores.f1.tolist() == pytest.approx([1 / 2, 0.8, 0.8])
+    assert scores.support.tolist() == [2, 2, 3]
+    assert accuracy(confusion) == pytest.approx(5 / 7)
+    never = class_scores(confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 0]), 2))
+    assert never.precision.tolist() == [0.5, 0.0] and never.f1.tolist() == pytest.approx([2 / 3, 0.0])
+
+
+def test_classifiers_map_images_to_logits():
+    for name in ("small_cnn", "resnet18"):
+        network = build_classifier(name, 3, 10).eval()
+        assert network(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="resnet50"):
+        build_classifier("resnet50", 1, 2)
+
+
+def test_batched_augmentation_flips_and_translates():
+    images = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    generator = torch.Generator().manual_seed(0)
+    flipped = augment_batch(images, hflip=True, crop_padding=0, generator=generator)
+    for k in range(2):
+        assert torch.equal(flipped[k], images[k]) or torch.equal(flipped[k], images[k].flip(2))
+    shifted = augment_batch(images, hflip=False, crop_padding=1, generator=generator)
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
+    for k in range(2):
+        assert any(torch.equal(shifted[k], padded[k, :, dy:dy + 4, dx:dx + 4]) for dy in range(3) for dx in range(3))
+    assert lr_factor(0, 100, 0.1) == pytest.approx(0.1) and lr_factor(100, 100, 0.1) == 0.0
+
+
+def test_small_cnn_learns_a_separable_dataset():
+    images, labels = make_pattern_images(per_class=32, seed=0)
+    test_images, test_labels = make_pattern_images(per_class=32, seed=1)
+    def to_tensor(array):
+        return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+    config = ClassifierConfig(steps=40, batch_size=32, hflip=False, crop_padding=0)
+    network = train_classifier(to_tensor(images), torch.from_numpy(labels), 3, config, seed=0)
+    predicted = predict_probabilities(network, to_tensor(test_images)).argmax(1)
+    assert accuracy(confusion_matrix(torch.from_numpy(test_labels), predicted, 3)) >= 0.95
+
+
+def test_arms_and_synthetic_ratio():
+    assert parse_arms("real, real+synthetic,synthetic") == ["real", "real+synthetic", "synthetic"]
+    for bad in ("real+real", "fake", ""):
+        with pytest.raises(ConfigError):
+            parse_arms(bad)
+    from dreamdata.data.image_data import ImageData
+
+    real = ImageData(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]), ["a", "b"], "real")
+    synthetic = ImageData(torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1).expand(10, 1, 2, 2),
+                          torch.tensor([0, 1] * 5), ["a", "b"], "syn")
+    half = synthetic_subset(synthetic, real, 1.5)  # 3 per class, the first ones
+    assert half.images[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+def pattern_npzs(tmp_path):
+    real_images, real_labels = make_pattern_images(per_class=12, seed=0)
+    synthetic_images, synthetic_labels = make_pattern_images(per_class=12, seed=2)
+    names = np.array(["hstripes", "vstripes", "square"])
+    np.savez(tmp_path / "real.npz", images=real_images, labels=real_labels, class_names=names)
+    np.savez(tmp_path / "syn.npz", images=synthetic_images, labels=synthetic_labels, class_names=names)
+    return tmp_path / "real.npz", tmp_path / "syn.npz"
+
+
+def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsys):
+    real, synthetic = pattern_npzs
+    out = tmp_path / "study"
+    args = ["augment", "--real", f"npz:{real}", "--real-per-class", "4", "--synthetic", str(synthetic),
+            "--seeds", "2", "--steps", "6", "--batch-size", "8", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    assert "real+synthetic - real" in capsys.readouterr().out
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["arms"]) == {"real", "real+synthetic", "synthetic"}
+    assert summary["arms"]["real"]["train_images"] == 12 and summary["arms"]["real+synthetic"]["train_images"] == 48
+    assert set(summary["comparisons"]) == {"real+synthetic - real", "synthetic - real"}
+    for name in ("summary.md", "confusion-real.png", "confusion-real_synthetic.png", "confusion-synthetic.png"):
+        assert (out / name).is_file(), name
+    report = (out / "summary.md").read_text()
+    assert "Confusion matrix, real+synthetic" in report
+    assert "| true \\ predicted | hstripes | vstripes | square |" in report
+    assert main(args) == 0  # resumes: nothing retrained
+    assert (out / "results.jsonl").read_text().splitlines() == lines
+    assert main(args[:-2] + ["--out", str(tmp_path / "x"), "--arms", "real,synthetic", "--synthetic",
+                             str(tmp_path / "nope")]) == 2
+
+
+def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
+    real, _ = pattern_npzs
+    config = tmp_path / "study.yaml"
+    config.write_text(f"""
+name: tiny-study
+runs_dir: {tmp_path / 'runs'}
+device: cpu
+real: {{dataset: "npz:{real}", per_class: [4]}}
+generator:
+  config: tiny
+  overrides: [train.checkpoint_every=0, train.sample_grid=false, data.image_size=null]
+  minutes: [0.02]
+dream: {{per_class: [3], steps: 3, batch: 9, chunk: 5}}
+augment: {{seeds: 2, classifier: {{batch_size: 8}}}}
+classifier_steps: [4]
+""")
+    assert main(["study", str(config), "--dry-run"]) == 0
+    assert main(["study", str(config)]) == 0
+    study = tmp_path / "runs" / "tiny-study"
+    for name in ("summary.md", "summary.json", "accuracy-vs-k.png", "study.yaml", "K4/augment/summary.md",
+                 "K4/synthetic/manifest.json", "K4/timings.json"):
+        assert (study / name).is_file(), name
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["per_k"]["4"]["synthetic_images"] == 9 and summary["per_k"]["4"]["real_images"] == 12
+    assert main(["study", str(config)]) == 0  # everything done: resumes to the same report
+    assert main(["study", str(config), "augment.seeds=3"]) == 2  # another config into the same directory
+    with pytest.raises(ConfigError, match="generator.minutes"):
+        load_study_config(str(config), ["generator.minutes=[1, 2]"])

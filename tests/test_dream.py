@@ -1,0 +1,223 @@
+"""Dreaming datasets: manifest, resume after an interruption, sharding, filtering, and bad synthetic input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_pattern_images
+
+from dreamdata.cli import main
+from dreamdata.config import load_config
+from dreamdata.data.image_data import ImageData
+from dreamdata.dream.filtering import keep_top_per_class
+from dreamdata.dream.load import load_synthetic
+from dreamdata.errors import DataError
+from dreamdata.training.trainer import train
+
+NAMES = ["hstripes", "vstripes", "square"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A class-conditional tiny model (5 training steps) on the 3-class pattern data, and that data's npz."""
+    root = tmp_path_factory.mktemp("dream")
+    images, labels = make_pattern_images(per_class=16)
+    npz = root / "tiny.npz"
+    np.savez(npz, images=images, labels=labels, class_names=np.array(NAMES))
+    config = load_config("tiny", [f"data.dataset=npz:{npz}", f"runs_dir={root / 'runs'}", "data.per_class=null",
+                                  "train.steps=5", "train.sample_grid=false"])
+    return train(config).run_dir, npz
+
+
+def dream(run, out, *extra) -> int:
+    return main(["dream", str(run), "--per-class", "5", "--out", str(out), "--steps", "3", "--chunk", "4",
+                 "--batch", "3", "--device", "cpu", "--guidance", "1.5", *extra])
+
+
+def png_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.glob("*/*.png"))}
+
+
+def test_dream_writes_dataset_and_manifest_and_resumes_exactly(tiny_run, tmp_path):
+    run, _ = tiny_run
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert dream(run, whole) == 0
+    manifest = json.loads((whole / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["counts"] == {name: 5 for name in NAMES} and manifest["total"] == 15
+    spec = manifest["spec"]
+    checkpoint = Path(spec["checkpoint"])
+    assert spec["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert (spec["sampler"], spec["steps"], spec["guidance"], spec["seed"], spec["per_class"]) == ("ddim", 3, 1.5, 0, 5)
+    assert manifest["seconds"] > 0
+    assert sorted(p.name for p in whole.iterdir() if p.is_dir() and not p.name.startswith(".")) == sorted(NAMES)
+
+    # interrupted after 1 chunk, then after one more, then finished: same images, none lost or duplicated
+    assert dream(run, parts, "--max-chunks", "1") == 0
+    assert json.loads((parts / "manifest.json").read_text())["status"] == "incomplete"
+    assert len(list((parts / ".chunks").glob("chunk-*.npz"))) == 1
+    assert dream(run, parts, "--max-chunks", "1") == 0
+    assert len(list((parts / ".chunks").glob("chunk-*.npz"))) == 2
+    assert dream(run, parts) == 0
+    assert json.loads((parts / "manifest.json").read_text())["status"] == "complete"
+    hashes = png_hashes(parts)
+    assert len(hashes) == 15 and hashes == png_hashes(whole)
+    a, b = np.load(whole / "dataset.npz"), np.load(parts / "dataset.npz")
+    for key in ("images", "labels", "indices", "class_names"):
+        assert np.array_equal(a[key], b[key]), key
+    assert sorted(a["indices"].tolist()) == sorted(set(a["indices"].tolist()))  # no duplicate image
+    assert not [p for p in parts.rglob("*") if p.name.endswith(".tmp")]
+    # a finished set is not redone
+    assert dream(run, parts) == 0 and png_hashes(parts) == hashes
+
+
+def test_rerun_with_other_arguments_or_model_is_a_clear_error(tiny_run, tmp_path, capsys):
+    run, npz = tiny_run
+    out = tmp_path / "set"
+    assert dream(run, out, "--max-chunks", "1") == 0
+    capsys.readouterr()
+    assert dream(run, out, "--seed", "1") == 2
+    assert "seed: 0 -> 1" in capsys.readouterr().err
+    other = load_config("tiny", [f"data.dataset=npz:{npz}", f"runs_dir={tmp_path / 'runs'}", "data.per_class=null",
+                                 "train.steps=3", "train.sample_grid=false"])
+    assert dream(train(other).run_dir, out) == 2
+    assert "checkpoint_sha256" in capsys.readouterr().err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("x")
+    assert dream(run, tmp_path / "busy") == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_sharded_generation_equals_single_process(tiny_run, tmp_path):
+    run, _ = tiny_run
+    single = tmp_path / "single"
+    assert dream(run, single) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "dreamdata",
+               "dream", str(run), "--per-class", "5", "--out", str(tmp_path / "sharded"), "--steps", "3",
+               "--chunk", "4", "--batch", "3", "--device", "cpu", "--guidance", "1.5"]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    manifest = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["world_size"] == 2
+    assert png_hashes(tmp_path / "sharded") == png_hashes(single)
+    a, b = np.load(single / "dataset.npz"), np.load(tmp_path / "sharded" / "dataset.npz")
+    assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["labels"], b["labels"])
+
+
+def test_keep_top_per_class_keeps_the_most_confident():
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.8, 0.2, 0.7, 0.3])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    assert keep_top_per_class(scores, labels, 0.5).tolist() == [0, 2, 3, 5]  # ceil(1.5)=2 of 0, 2 of 1
+    assert keep_top_per_class(scores, labels, 1.0).tolist() == list(range(7))
+
+
+def test_dream_filtered_by_a_classifier(tiny_run, tmp_path):
+    run, npz = tiny_run
+    classifier = tmp_path / "clf.safetensors"
+    assert main(["classifier", "--real", f"npz:{npz}", "--steps", "5", "--batch-size", "16", "--device", "cpu",
+                 "--out", str(classifier)]) == 0
+    out = tmp_path / "filtered"
+    assert dream(run, out, "--keep-top", "0.4", "--filter-classifier", str(classifier)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {name: 2 for name in NAMES}  # ceil(0.4 * 5)
+    assert manifest["filter"]["kept"] == 6 and manifest["filter"]["dreamed"] == 15
+    assert manifest["filter"]["mean_confidence_kept"] >= manifest["filter"]["mean_confidence_all"]
+    assert manifest["spec"]["keep_top"] == 0.4 and len(png_hashes(out)) == 6
+
+
+# -- bad synthetic input --------------------------------------------------------------------------
+
+
+def _real() -> ImageData:
+    images, labels = make_pattern_images(per_class=4)
+    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels), list(NAMES), "real")
+
+
+def _write_folder(root: Path, classes: dict[str, int], size: int = 8, mode: str = "L") -> Path:
+    from PIL import Image
+
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for k in range(count):
+            Image.new(mode, (size, size), color=k * 20 if mode == "L" else (k, 0, 0)).save(root / name / f"{k}.png")
+    return root
+
+
+def test_synthetic_folder_is_relabelled_by_class_name(tmp_path):
+    folder = _write_folder(tmp_path / "syn", {"square": 2, "hstripes": 3, "vstripes": 1})
+    synthetic, manifest = load_synthetic(folder, _real())
+    assert manifest is None
+    assert synthetic.class_names == NAMES
+    assert torch.bincount(synthetic.labels).tolist() == [3, 1, 2]
+
+
+def test_bad_synthetic_sets_give_errors_naming_what_differs(tiny_run, tmp_path):
+    real = _real()
+    with pytest.raises(DataError, match=r"missing \['square'\].*not in the real data \['circle'\]"):
+        load_synthetic(_write_folder(tmp_path / "a", {"hstripes": 1, "vstripes": 1, "circle": 1}), real)
+    with pytest.raises(DataError, match="1-channel 16x16, the real images 1-channel 8x8"):
+        load_synthetic(_write_folder(tmp_path / "b", dict.fromkeys(NAMES, 1), size=16), real)
+    with pytest.raises(DataError, match="3-channel 8x8"):
+        load_synthetic(_write_folder(tmp_path / "c", dict.fromkeys(NAMES, 1), mode="RGB"), real)
+    empty = _write_folder(tmp_path / "d", {"hstripes": 1, "vstripes": 1})
+    (empty / "square").mkdir()
+    with pytest.raises(DataError, match="square.*no images"):
+        load_synthetic(empty, real)
+    images, labels = make_pattern_images(per_class=2)
+    np.savez(tmp_path / "e.npz", images=images[labels < 2], labels=labels[labels < 2], class_names=np.array(NAMES))
+    with pytest.raises(DataError, match=r"no images of class\(es\) \['square'\]"):
+        load_synthetic(tmp_path / "e.npz", real)
+
+    run, _ = tiny_run
+    out = tmp_path / "dreamed"
+    assert dream(run, out) == 0
+    with pytest.raises(DataError, match="not by the expected model"):
+        load_synthetic(out, real, expect_checkpoint_sha256="0" * 64)
+    assert len(load_synthetic(out, real)[0]) == 15
+    assert dream(run, tmp_path / "half", "--max-chunks", "1") == 0
+    with pytest.raises(DataError, match="incomplete"):
+        load_synthetic(tmp_path / "half", real)
+
+
+def test_a_finished_set_gains_a_format_asked_for_later(tiny_run, tmp_path):
+    run, _ = tiny_run
+    out = tmp_path / "set"
+    assert dream(run, out, "--format", "folder") == 0
+    assert not (out / "dataset.npz").exists() and len(png_hashes(out)) == 15
+    assert dream(run, out, "--format", "npz") == 0  # no image is dreamed again: assembled from the chunks
+    assert np.load(out / "dataset.npz")["images"].shape == (15, 8, 8, 1)
+    assert (out / "preview.png").is_file()
+
+
+def test_a_crash_mid_run_loses_and_duplicates_nothing(tiny_run, tmp_path, monkeypatch):
+    """Interrupt inside the second chunk (as Ctrl-C would), then re-run: the set equals an uninterrupted one."""
+    from dreamdata.dream import writer
+
+    run, _ = tiny_run
+    real_generate = writer.generate
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "generate", interrupted)
+    out = tmp_path / "crashed"
+    assert dream(run, out) == 130
+    assert [p.name for p in (out / ".chunks").iterdir()] == ["chunk-000000.npz"]  # nothing half-written
+    monkeypatch.setattr(writer, "generate", real_generate)
+    assert dream(run, out) == 0
+    assert dream(run, tmp_path / "whole") == 0
+    assert png_hashes(out) == png_hashes(tmp_path / "whole") and len(png_hashes(out)) == 15
