@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from dreamdata.atomic import atomic_path
+from dreamdata.reports.figures import save_figure
 
 
 def write_confusion_png(path: str | Path, confusion: torch.Tensor, class_names: Sequence[str], title: str) -> Path:
@@ -37,10 +36,4 @@ def write_confusion_png(path: str | Path, confusion: torch.Tensor, class_names: 
                       color="white" if shares[i, j] > 0.5 else "black")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of true class")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(buffer.getvalue())
-    return path
+    return save_figure(figure, path, dpi=110)

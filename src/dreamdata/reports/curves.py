@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dreamdata.atomic import atomic_path  # noqa: E402
+from dreamdata.reports.figures import save_figure  # noqa: E402
 from dreamdata.training.run_dir import read_metrics  # noqa: E402
 
 
@@ -30,11 +30,7 @@ def plot_loss_curve(run_dir: str | Path, out: str | Path) -> Path:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
-    return out
+    return save_figure(figure, out)
 
 
 METRIC_PANELS = (("eval_fid", "FID", None), ("eval_kid", "KID", "eval_kid_std"),
@@ -60,8 +56,4 @@ def plot_metric_curves(run_dir: str | Path, out: str | Path) -> Path:
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
-    return out
+    return save_figure(figure, out)

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from dreamdata.atomic import atomic_path  # noqa: E402
+from dreamdata.reports.figures import save_figure  # noqa: E402
 
 
 def plot_alpha_bar(schedules: dict[str, torch.Tensor], out: str | Path) -> Path:
@@ -40,8 +40,4 @@ def plot_alpha_bar(schedules: dict[str, torch.Tensor], out: str | Path) -> Path:
     figure.suptitle(r"$\bar\alpha_t = \prod_{s \leq t} (1 - \beta_s)$: a large constant $\beta$ destroys the "
                     "signal within the first steps", fontsize=9)
     figure.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as temporary:
-        figure.savefig(temporary, format="png")
-    plt.close(figure)
-    return out
+    return save_figure(figure, out)

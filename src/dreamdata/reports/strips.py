@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from dreamdata.atomic import atomic_path  # noqa: E402
+from dreamdata.reports.figures import save_figure  # noqa: E402
 
 __all__ = ["StripBlock", "write_forward_strip", "write_strip_figure", "write_trajectory_strip"]
 
@@ -89,11 +89,7 @@ def write_strip_figure(path: str | Path, blocks: Sequence[StripBlock], column_la
     plain_labels = ",".join(label.replace("$", "") for label in column_labels)
     metadata = {"Software": "dreamdata", "dreamdata:rows": str(sum(block.images.shape[0] for block in blocks)),
                 "dreamdata:columns": str(columns), "dreamdata:column_labels": plain_labels}
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", metadata=metadata)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, metadata=metadata)
 
 
 def write_trajectory_strip(path: str | Path, class_names: Sequence[str], timesteps: Sequence[int],

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
-from dreamdata.atomic import atomic_path, write_text_atomic
+from dreamdata.atomic import write_text_atomic
+from dreamdata.reports.figures import save_figure
 from dreamdata.study.config import StudyConfig
 
 
@@ -64,11 +64,7 @@ def write_accuracy_figure(path: Path, config: StudyConfig, per_k: dict) -> None:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(buffer.getvalue())
+    save_figure(figure, path, dpi=110)
 
 
 def write_study_report(study_dir: Path, config: StudyConfig, per_k: dict) -> dict:
