@@ -221,3 +221,15 @@ def test_a_crash_mid_run_loses_and_duplicates_nothing(tiny_run, tmp_path, monkey
     assert dream(run, out) == 0
     assert dream(run, tmp_path / "whole") == 0
     assert png_hashes(out) == png_hashes(tmp_path / "whole") and len(png_hashes(out)) == 15
+
+
+def test_a_dreamed_set_can_be_evaluated_against_the_real_data(tiny_run, tmp_path, tiny_extractor_file, monkeypatch):
+    run, npz = tiny_run
+    monkeypatch.setenv("DREAMDATA_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "dreamed"
+    assert dream(run, out) == 0
+    assert main(["evaluate", str(out), "--ref", f"npz:{npz}", "--fid-weights", str(tiny_extractor_file),
+                 "--metrics", "fid", "--n", "15"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["n_samples"] == 15 and sorted(result["fid_per_class"]) == sorted(NAMES)
+    assert "dataset.npz" in result["samples"]

@@ -53,11 +53,13 @@ def _from_npz(path: Path) -> ImageSet:
 
 
 def load_sample_set(path: str | Path) -> ImageSet:
-    """Samples from ``samples.npz`` (or a directory holding one) or from an image folder (one sub-folder per
-    class, e.g. a ``dreamdata dream`` output)."""
+    """Samples from ``samples.npz`` / ``dataset.npz`` (or a directory holding one, as ``dreamdata sample`` and
+    ``dreamdata dream`` write) or from an image folder with one sub-folder per class."""
     path = Path(path).expanduser()
-    if path.is_dir() and (path / "samples.npz").is_file():
-        path = path / "samples.npz"
+    for name in ("samples.npz", "dataset.npz"):  # `dreamdata sample` / `dreamdata dream` outputs
+        if path.is_dir() and (path / name).is_file():
+            path = path / name
+            break
     if path.is_file() and path.suffix == ".npz":
         return _from_npz(path)
     if path.is_dir():
