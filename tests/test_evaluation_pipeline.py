@@ -150,6 +150,7 @@ def test_evaluate_cli_on_a_trained_run(tmp_path, tiny_overrides, tiny_npz, tiny_
                  "--out", str(out), "--metrics", "fid,pr"]) == 0
     result = json.loads(out.read_text())
     assert result["n_samples"] == 12 and result["sampler"] == "ddim" and result["steps"] == 3
+    assert result["samples_per_second"] > 0
     assert result["step"] == 3 and set(result["fid_per_class"]) == {"hstripes", "vstripes", "square"}
     buckets = result["reconstruction"]["buckets"]
     assert [b["t_low"] for b in buckets] == sorted(b["t_low"] for b in buckets) and len(buckets) >= 3

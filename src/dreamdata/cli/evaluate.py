@@ -99,6 +99,7 @@ def _format_table(result: dict) -> str:
 
 def _run_evaluate(args) -> int:
     import json
+    import time
 
     import torch
 
@@ -144,9 +145,11 @@ def _run_evaluate(args) -> int:
         from dreamdata.evaluation.generated import sample_for_evaluation
 
         start, _ = _start_for(model, args)
+        sampling_started = time.perf_counter()
         samples = sample_for_evaluation(model.network, model.process, model.class_names, args.n, args.seed,
                                         args.sampler, args.steps, args.spacing, args.guidance, args.batch, device,
                                         start=start)
+        sampling_seconds = time.perf_counter() - sampling_started
         out = Path(args.out) if args.out else (
             model.checkpoint.parent.parent / "eval" /
             f"{args.sampler}-{args.steps}steps-w{args.guidance:g}-n{args.n}-seed{args.seed}-step{model.step}"
@@ -182,7 +185,8 @@ def _run_evaluate(args) -> int:
     if model is not None:
         result.update({"checkpoint": str(model.checkpoint), "step": model.step, "sampler": args.sampler,
                        "steps": args.steps, "spacing": args.spacing, "guidance": args.guidance,
-                       "seed": args.seed, "weights": "raw" if args.no_ema else "ema"})
+                       "seed": args.seed, "weights": "raw" if args.no_ema else "ema", "device": str(device),
+                       "sampling_seconds": sampling_seconds, "samples_per_second": args.n / sampling_seconds})
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(_format_table(result))
     print(f"wrote {out}")
