@@ -276,13 +276,18 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(path_or_preset: Optional[str] = None, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
-    """Resolve a RunConfig: dataclass defaults <- YAML file or preset <- ``key=value`` overrides."""
+def config_tree(path_or_preset: Optional[str], overrides: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML file or preset (``{}`` for none) with ``section.key=value`` overrides applied."""
     tree: dict[str, Any] = read_config_file(path_or_preset) if path_or_preset else {}
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
-    config = _build(RunConfig, tree, "")
+    return tree
+
+
+def load_config(path_or_preset: Optional[str] = None, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
+    """Resolve a RunConfig: dataclass defaults <- YAML file or preset <- ``key=value`` overrides."""
+    config = _build(RunConfig, config_tree(path_or_preset, overrides), "")
     validate(config)
     return config
 

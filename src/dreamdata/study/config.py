@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from dreamdata.config import _build, _set_dotted, parse_override, read_config_file
+from dreamdata.config import _build, config_tree
 from dreamdata.errors import ConfigError
 from dreamdata.study.augment import AugmentConfig
 
@@ -90,11 +90,7 @@ def validate_study(config: StudyConfig) -> None:
 
 def load_study_config(path: str, overrides: list[str] = ()) -> StudyConfig:
     """Defaults <- YAML file <- ``key=value`` overrides, checked."""
-    tree = read_config_file(path)
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    config = _build(StudyConfig, tree, "")
+    config = _build(StudyConfig, config_tree(path, overrides), "")
     validate_study(config)
     return config
 
