@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from dreamdata.atomic import atomic_path, write_text_atomic
-from dreamdata.config import RunConfig, _build, _merge, _set_dotted, config_from_dict, parse_override
+from dreamdata.config import RunConfig, build_dataclass, merge_trees, set_dotted, config_from_dict, parse_override
 from dreamdata.errors import ConfigError
 from dreamdata.process import betas_from_config
 from dreamdata.process.schedules import derive_schedule
@@ -85,19 +85,19 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     for text in overrides:
         key, value = parse_override(text)
         if key.startswith("evaluation."):
-            _set_dotted(evaluation, key[len("evaluation."):], value)
+            set_dotted(evaluation, key[len("evaluation."):], value)
         else:
-            _set_dotted(base, key, value)
+            set_dotted(base, key, value)
     arms_tree = tree.get("arms") or {}
     if not isinstance(arms_tree, dict) or not arms_tree:
         raise ConfigError(f"study file {path}: 'arms' must map arm names to (partial) run configs")
     arms = {}
     for name, arm in arms_tree.items():
         try:
-            arms[str(name)] = config_from_dict(_merge(_merge(base, arm or {}), {"name": str(name)}))
+            arms[str(name)] = config_from_dict(merge_trees(merge_trees(base, arm or {}), {"name": str(name)}))
         except ConfigError as error:
             raise ConfigError(f"study arm {name!r}: {error}") from None
-    settings = _build(EvaluationSettings, evaluation, "evaluation.")
+    settings = build_dataclass(EvaluationSettings, evaluation, "evaluation.")
     return StudyConfig(str(tree.get("name", path.stem)), arms, settings)
 
 

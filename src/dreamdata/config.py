@@ -193,7 +193,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    """Set ``tree["a"]["b"] = value`` for ``dotted_key`` "a.b", creating sections on the way."""
     parts = dotted_key.split(".")
     node = tree
     for part in parts[:-1]:
@@ -247,7 +248,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"config key {key}: expected {type_name}, got {value!r}")
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Build the (nested) config dataclass ``cls`` from a plain mapping, type-checking every value.
+
+    Missing keys take the dataclass defaults; an unknown key or a mistyped value is a ConfigError naming
+    ``prefix + key`` (e.g. ``train.lr``), so YAML files, overrides and study files all fail the same way.
+    """
     if not isinstance(values, dict):
         raise ConfigError(f"config section {prefix.rstrip('.') or '<top>'}: expected a mapping, got {values!r}")
     hints = get_type_hints(cls)
@@ -260,17 +266,18 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     for name, value in values.items():
         annotation = hints[name]
         if dataclasses.is_dataclass(annotation):
-            kwargs[name] = _build(annotation, value, f"{prefix}{name}.")
+            kwargs[name] = build_dataclass(annotation, value, f"{prefix}{name}.")
         else:
             kwargs[name] = _coerce(value, annotation, f"{prefix}{name}")
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge_trees(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``update`` laid over it, recursively for nested sections."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_trees(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -281,20 +288,20 @@ def config_tree(path_or_preset: Optional[str], overrides: tuple[str, ...] | list
     tree: dict[str, Any] = read_config_file(path_or_preset) if path_or_preset else {}
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return tree
 
 
 def load_config(path_or_preset: Optional[str] = None, overrides: tuple[str, ...] | list[str] = ()) -> RunConfig:
     """Resolve a RunConfig: dataclass defaults <- YAML file or preset <- ``key=value`` overrides."""
-    config = _build(RunConfig, config_tree(path_or_preset, overrides), "")
+    config = build_dataclass(RunConfig, config_tree(path_or_preset, overrides), "")
     validate(config)
     return config
 
 
 def config_from_dict(tree: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from its ``to_dict`` form (e.g. the config saved in a run directory)."""
-    config = _build(RunConfig, tree, "")
+    config = build_dataclass(RunConfig, tree, "")
     validate(config)
     return config
 
@@ -305,8 +312,8 @@ def merge_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     for text in overrides:
         key, value = parse_override(text)
         update: dict[str, Any] = {}
-        _set_dotted(update, key, value)
-        tree = _merge(tree, update)
+        set_dotted(update, key, value)
+        tree = merge_trees(tree, update)
     return config_from_dict(tree)
 
 

@@ -57,7 +57,7 @@ def _reference_data(args, run_data):
     type-checked like a config override."""
     import dataclasses
 
-    from dreamdata.config import DataConfig, _build, parse_override
+    from dreamdata.config import DataConfig, build_dataclass, parse_override
     from dreamdata.evaluation.sources import reference_config
 
     if run_data is None and not args.ref:
@@ -70,7 +70,7 @@ def _reference_data(args, run_data):
             raise DreamdataError(f"--ref-set {item!r}: unknown data option {key!r}; known: "
                                  f"{', '.join(sorted(values))}")
         values[key] = value
-    return _build(DataConfig, values, "--ref-set ")
+    return build_dataclass(DataConfig, values, "--ref-set ")
 
 
 def _format_table(result: dict) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from dreamdata.config import _build, config_tree
+from dreamdata.config import build_dataclass, config_tree
 from dreamdata.errors import ConfigError
 from dreamdata.study.augment import AugmentConfig
 
@@ -90,7 +90,7 @@ def validate_study(config: StudyConfig) -> None:
 
 def load_study_config(path: str, overrides: list[str] = ()) -> StudyConfig:
     """Defaults <- YAML file <- ``key=value`` overrides, checked."""
-    config = _build(StudyConfig, config_tree(path, overrides), "")
+    config = build_dataclass(StudyConfig, config_tree(path, overrides), "")
     validate_study(config)
     return config
 
