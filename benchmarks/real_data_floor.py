@@ -33,7 +33,7 @@ from dreamdata.atomic import write_text_atomic
 from dreamdata.config import DataConfig
 from dreamdata.evaluation import metrics
 from dreamdata.evaluation.extractor import resolve_extractor
-from dreamdata.evaluation.feature_cache import extract_features
+from dreamdata.evaluation.feature_cache import default_cache_dir, extract_features, features_key
 from dreamdata.evaluation.sources import load_reference
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -57,17 +57,37 @@ def subset_index(total: int, count: int) -> torch.Tensor:
     return torch.randperm(total, generator=torch.Generator().manual_seed(0))[:count]
 
 
+PIECE = 2000  # images per cached feature piece: a killed run loses at most one piece
+
+
+def piece_bounds(images: torch.Tensor, extractor) -> list[tuple[int, int]]:
+    """[0:2000], then [2000:N] when an earlier run cached it whole, else [2000:4000], [4000:6000], ..."""
+    count = len(images)
+    bounds = [(0, min(PIECE, count))]
+    if count > PIECE:
+        whole = default_cache_dir() / "features" / f"{features_key(images[PIECE:].cpu(), extractor.name)}.pt"
+        starts = [PIECE] if whole.is_file() else list(range(PIECE, count, PIECE))
+        bounds += [(begin, count if len(starts) == 1 else min(begin + PIECE, count)) for begin in starts]
+    return bounds
+
+
 def pieces(images: torch.Tensor, extractor, label: str, timing: dict) -> torch.Tensor:
-    """Features of ``images``, extracted (and cached) as [0:2000] and [2000:]."""
+    """Features of ``images``, extracted (and cached) piece by piece (see :func:`piece_bounds`)."""
     out = []
-    for begin, stop in ((0, min(2000, len(images))), (2000, len(images))):
-        if stop <= begin:
-            continue
+    for begin, stop in piece_bounds(images, extractor):
         part = extract_features(images[begin:stop], extractor, description=f"{label} [{begin}:{stop}]")
         if part.seconds:
             timing.setdefault(label, []).append(1000 * part.seconds / (stop - begin))
         out.append(part.pool)
     return torch.cat(out)
+
+
+def precompute(spec: str, extractor) -> None:
+    """``NAME:SPLIT:BEGIN:END`` (e.g. ``cifar10:test:8000:10000``): cache the features of that piece of the
+    10k subset, so that a second process can share a stage's work."""
+    name, split, begin, stop = spec.split(":")
+    images = subset_images(name, split, 10_000)[int(begin):int(stop)]
+    extract_features(images, extractor, description=f"{name} {split} [{begin}:{stop}]")
 
 
 def floor(real: torch.Tensor, fake: torch.Tensor) -> dict:
@@ -83,8 +103,15 @@ def main() -> int:
     parser.add_argument("--reuse-fidlib-test", action="store_true",
                         help="use fidlib's cached test[2k:10k] features once test[0:2k] matched exactly")
     parser.add_argument("--out", default="bench-results/real-data-floor.json")
+    parser.add_argument("--precompute", nargs="+", metavar="NAME:SPLIT:BEGIN:END",
+                        help="only cache the features of these pieces of the 10k subsets (e.g. from a second "
+                             "process: cifar10:test:8000:10000), then exit")
     args = parser.parse_args()
     extractor = resolve_extractor()
+    if args.precompute:
+        for spec in args.precompute:
+            precompute(spec, extractor)
+        return 0
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {}
     report.update({"extractor": extractor.name, "torch": torch.__version__, "threads": torch.get_num_threads()})
