@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import make_pattern_images
 
 from dreamdata.classify import (
@@ -165,3 +166,34 @@ classifier_steps: [4]
     assert main(["study", str(config), "augment.seeds=3"]) == 2  # another config into the same directory
     with pytest.raises(ConfigError, match="generator.minutes"):
         load_study_config(str(config), ["generator.minutes=[1, 2]"])
+    with pytest.raises(ConfigError, match="generator.steps"):
+        load_study_config(str(config), ["generator.steps=[1, 2]"])
+
+
+def test_study_generator_step_budget_and_older_study_files(pattern_npzs, tmp_path):
+    """`generator.steps` trains each K's generator for exactly that many optimiser steps (replacing the
+    machine-dependent minutes budget), and a study.yaml written before a key existed still resumes."""
+    real, _ = pattern_npzs
+    config = tmp_path / "study.yaml"
+    config.write_text(f"""
+name: step-study
+runs_dir: {tmp_path / 'runs'}
+device: cpu
+real: {{dataset: "npz:{real}", per_class: [4]}}
+generator:
+  config: tiny
+  overrides: [train.checkpoint_every=0, train.sample_grid=false, data.image_size=null]
+  minutes: [100]
+  steps: [3]
+dream: {{per_class: [2], steps: 2, batch: 10, chunk: 10}}
+augment: {{seeds: 1, classifier: {{batch_size: 8}}}}
+classifier_steps: [2]
+""")
+    assert main(["study", str(config)]) == 0
+    study = tmp_path / "runs" / "step-study"
+    assert json.loads((study / "K4" / "generator" / "study-stage-complete.json").read_text()) == {"step": 3}
+    stored = yaml.safe_load((study / "study.yaml").read_text())
+    del stored["generator"]["steps"], stored["dream"]["keep_top"]  # as written by an older dreamdata
+    (study / "study.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    assert main(["study", str(config), "generator.steps=[3]"]) == 2  # steps=[3] vs the stored (default) null
+    assert main(["study", str(config), "generator.steps=null"]) == 0  # the stored config: resumes

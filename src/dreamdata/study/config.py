@@ -1,7 +1,8 @@
 """The typed config of a whole synthetic-data study (``dreamdata study CONFIG``).
 
 A study runs, for each K in ``real.per_class`` (real images per class; ``null`` = all): train the
-generative model on those K real images per class for ``generator.minutes[i]`` minutes, dream
+generative model on those K real images per class for ``generator.steps[i]`` optimiser steps (or, when no
+steps are given, ``generator.minutes[i]`` minutes of wall time), dream
 ``dream.per_class[i]`` images per class with it, then compare the arms with a classifier trained for
 ``classifier_steps[i]`` optimiser steps. Lists indexed by ``i`` run parallel to ``real.per_class``, so
 each K gets budgets that suit it. Defaults here; YAML files (``configs/study-*.yaml``) override them;
@@ -34,6 +35,15 @@ class StudyGeneratorConfig:
     config: str = "demo"  # preset or YAML for `dreamdata train`
     overrides: list[str] = field(default_factory=list)  # key=value overrides of it
     minutes: list[float] = field(default_factory=lambda: [4.0, 8.0, 12.0])  # training budget per K
+    # Optimiser steps per K. When given they replace `minutes`: a step budget gives the same generator on
+    # every machine, a minutes budget a machine-dependent one.
+    steps: list[int] | None = None
+
+    def budget(self, index: int) -> tuple[str, float]:
+        """``("steps", n)`` or ``("minutes", m)``: the training budget of the ``index``-th K."""
+        if self.steps is not None:
+            return "steps", self.steps[index]
+        return "minutes", self.minutes[index]
 
 
 @dataclass
@@ -71,7 +81,9 @@ def validate_study(config: StudyConfig) -> None:
     count = len(config.real.per_class)
     if count == 0:
         raise ConfigError("config key real.per_class: give at least one K (null = all images)")
-    for key, values in (("generator.minutes", config.generator.minutes), ("dream.per_class", config.dream.per_class),
+    budget = ("generator.steps", config.generator.steps) if config.generator.steps is not None else (
+        "generator.minutes", config.generator.minutes)
+    for key, values in (budget, ("dream.per_class", config.dream.per_class),
                         ("classifier_steps", config.classifier_steps)):
         if len(values) != count:
             raise ConfigError(f"config key {key}: has {len(values)} entries, real.per_class has {count}; give one "

@@ -25,9 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import yaml
 
 from dreamdata.atomic import write_text_atomic
-from dreamdata.config import DataConfig, load_config
+from dreamdata.config import DataConfig, build_dataclass, load_config
 from dreamdata.data import load_dataset
 from dreamdata.errors import ConfigError
 from dreamdata.study.config import StudyConfig, k_label
@@ -42,15 +43,19 @@ def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callab
     if (run_dir / GENERATOR_DONE).is_file():
         return
     k = config.real.per_class[index]
+    unit, amount = config.generator.budget(index)
+    budget = [f"train.steps={amount}", "train.minutes=null"] if unit == "steps" else [
+        "train.steps=null", f"train.minutes={amount}"]
     overrides = [*config.generator.overrides, f"data.dataset={config.real.dataset}",
                  f"data.data_root={config.real.data_root}", f"data.per_class={'null' if k is None else k}",
-                 f"data.split_seed={config.real.split_seed}", "train.steps=null", "train.epochs=null",
-                 f"train.minutes={config.generator.minutes[index]}", f"train.device={config.device}",
+                 f"data.split_seed={config.real.split_seed}", *budget, "train.epochs=null",
+                 f"train.device={config.device}",
                  f"train.num_threads={config.num_threads or 'null'}",
                  "train.progress=false", f"name=generator-K{k_label(k)}"]
     run_config = load_config(config.generator.config, overrides)
     resume = run_dir if (run_dir / "config.yaml").is_file() and ckpt.latest_checkpoint(run_dir) else None
-    log(f"study K={k_label(k)}: training the generative model for {config.generator.minutes[index]:g} min "
+    log(f"study K={k_label(k)}: training the generative model for {amount:g} "
+        f"{'min' if unit == 'minutes' else 'steps'} "
         f"({'resuming' if resume else 'new run'}) in {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     result = train(run_config, resume=resume, run_dir=None if resume else run_dir)
@@ -96,7 +101,8 @@ def _filter_classifier(config: StudyConfig, index: int, real, path: Path, device
 
 def _check_config(study_dir: Path, config: StudyConfig) -> None:
     stored = study_dir / "study.yaml"
-    if stored.is_file() and stored.read_text() != config.to_yaml():
+    # compared as configs, not as text: a key added to StudyConfig since (at its default) is no difference
+    if stored.is_file() and build_dataclass(StudyConfig, yaml.safe_load(stored.read_text()) or {}, "") != config:
         raise ConfigError(f"{stored}: this study directory was made with a different config; to start another "
                           f"study give another name (name=...), or delete {study_dir}")
     write_text_atomic(stored, config.to_yaml())
