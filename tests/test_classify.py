@@ -138,22 +138,30 @@ def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsy
                              str(tmp_path / "nope")]) == 2
 
 
-def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
-    real, _ = pattern_npzs
+def write_tiny_study(tmp_path, real, name: str, budget: str, dream: str, seeds: int, classifier_steps: int):
+    """A one-K (4 images per class) study file over the ``tiny`` preset; ``budget`` is the generator's
+    budget lines (``minutes: [...]`` and/or ``steps: [...]``)."""
     config = tmp_path / "study.yaml"
     config.write_text(f"""
-name: tiny-study
+name: {name}
 runs_dir: {tmp_path / 'runs'}
 device: cpu
 real: {{dataset: "npz:{real}", per_class: [4]}}
 generator:
   config: tiny
   overrides: [train.checkpoint_every=0, train.sample_grid=false, data.image_size=null]
-  minutes: [0.02]
-dream: {{per_class: [3], steps: 3, batch: 9, chunk: 5}}
-augment: {{seeds: 2, classifier: {{batch_size: 8}}}}
-classifier_steps: [4]
+  {budget}
+dream: {dream}
+augment: {{seeds: {seeds}, classifier: {{batch_size: 8}}}}
+classifier_steps: [{classifier_steps}]
 """)
+    return config
+
+
+def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
+    real, _ = pattern_npzs
+    config = write_tiny_study(tmp_path, real, "tiny-study", budget="minutes: [0.02]",
+                              dream="{per_class: [3], steps: 3, batch: 9, chunk: 5}", seeds=2, classifier_steps=4)
     assert main(["study", str(config), "--dry-run"]) == 0
     assert main(["study", str(config)]) == 0
     study = tmp_path / "runs" / "tiny-study"
@@ -174,21 +182,8 @@ def test_study_generator_step_budget_and_older_study_files(pattern_npzs, tmp_pat
     """`generator.steps` trains each K's generator for exactly that many optimiser steps (replacing the
     machine-dependent minutes budget), and a study.yaml written before a key existed still resumes."""
     real, _ = pattern_npzs
-    config = tmp_path / "study.yaml"
-    config.write_text(f"""
-name: step-study
-runs_dir: {tmp_path / 'runs'}
-device: cpu
-real: {{dataset: "npz:{real}", per_class: [4]}}
-generator:
-  config: tiny
-  overrides: [train.checkpoint_every=0, train.sample_grid=false, data.image_size=null]
-  minutes: [100]
-  steps: [3]
-dream: {{per_class: [2], steps: 2, batch: 10, chunk: 10}}
-augment: {{seeds: 1, classifier: {{batch_size: 8}}}}
-classifier_steps: [2]
-""")
+    config = write_tiny_study(tmp_path, real, "step-study", budget="minutes: [100]\n  steps: [3]",
+                              dream="{per_class: [2], steps: 2, batch: 10, chunk: 10}", seeds=1, classifier_steps=2)
     assert main(["study", str(config)]) == 0
     study = tmp_path / "runs" / "step-study"
     assert json.loads((study / "K4" / "generator" / "study-stage-complete.json").read_text()) == {"step": 3}
