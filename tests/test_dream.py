@@ -80,6 +80,36 @@ def test_dream_writes_dataset_and_manifest_and_resumes_exactly(tiny_run, tmp_pat
     assert dream(run, parts) == 0 and png_hashes(parts) == hashes
 
 
+def test_a_larger_per_class_grows_the_set_into_the_one_dreamed_at_once(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    grown, direct = tmp_path / "grown", tmp_path / "direct"
+    assert dream(run, grown) == 0  # 5 per class = 15 images: chunks of 4, 4, 4 and a partial 3
+    first = png_hashes(grown)
+    chunk_times = {p.name: p.stat().st_mtime_ns for p in sorted((grown / ".chunks").glob("*.npz"))}
+    # growing to 8 per class, interrupted after one new chunk, then finished
+    assert dream(run, grown, "--per-class", "8", "--max-chunks", "1") == 0
+    manifest = json.loads((grown / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete" and manifest["spec"]["per_class"] == 8
+    assert not (grown / "dataset.npz").exists() and not png_hashes(grown)  # the old assembled files are gone
+    assert dream(run, grown, "--per-class", "8") == 0
+    assert dream(run, direct, "--per-class", "8") == 0
+    hashes = png_hashes(grown)
+    assert len(hashes) == 24 and hashes == png_hashes(direct)
+    assert all(hashes[name] == digest for name, digest in first.items())  # the first 5 per class are unchanged
+    a, b = np.load(grown / "dataset.npz"), np.load(direct / "dataset.npz")
+    for key in ("images", "labels", "indices"):
+        assert np.array_equal(a[key], b[key]), key
+    kept = {name: (grown / ".chunks" / name).stat().st_mtime_ns for name in chunk_times}
+    assert [name for name in chunk_times if kept.get(name) == chunk_times[name]] == [
+        "chunk-000000.npz", "chunk-000001.npz", "chunk-000002.npz"]  # full chunks were not dreamed again
+    assert json.loads((grown / "manifest.json").read_text())["counts"] == {name: 8 for name in NAMES}
+    capsys.readouterr()
+    assert dream(run, grown, "--per-class", "6") == 2  # shrinking would drop images: an error, not a rewrite
+    assert "per_class: 8 -> 6" in capsys.readouterr().err
+    assert dream(run, grown, "--per-class", "9", "--seed", "1") == 2  # growing and changing the seed: an error
+    assert "seed: 0 -> 1" in capsys.readouterr().err
+
+
 def test_rerun_with_other_arguments_or_model_is_a_clear_error(tiny_run, tmp_path, capsys):
     run, npz = tiny_run
     out = tmp_path / "set"

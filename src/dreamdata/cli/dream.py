@@ -15,12 +15,14 @@ def add_dream(subparsers) -> None:
         description="Dream --per-class images of each class with a trained class-conditional run into --out: "
                     "<class>/<k>.png (an image-folder dataset), dataset.npz and manifest.json (checkpoint hash, "
                     "sampler, steps, guidance, seed, counts, time). Images are written in chunks; re-running the "
-                    "same command after an interruption finishes the set. Under torchrun the chunks are shared "
+                    "same command after an interruption finishes the set, and re-running it with a larger --per-class "
+                    "grows the set (the images already dreamed are kept). Under torchrun the chunks are shared "
                     "among the processes and the dataset is the same whatever their number. Image k of class c "
                     "is seeded from (--seed, k * num_classes + c), as in `dreamdata sample`.")
     parser.add_argument("run", help="run directory or .safetensors checkpoint")
     parser.add_argument("--per-class", type=int, required=True, help="images per class")
-    parser.add_argument("--out", required=True, help="output directory (new, empty, or an unfinished dream run)")
+    parser.add_argument("--out", required=True,
+                        help="output directory (new, empty, an unfinished dream run, or one to grow)")
     parser.add_argument("--classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to dream, repeatable or comma-separated (default all)")
     parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (default 0)")

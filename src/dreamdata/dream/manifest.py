@@ -9,7 +9,10 @@
   written; and, when complete, ``counts`` per class, ``seconds`` of generation, the files written.
 
 Resuming into a directory whose manifest has a different spec would mix two datasets, so it is an error
-that names every key that differs (a different checkpoint shows up as ``checkpoint_sha256``).
+that names every key that differs (a different checkpoint shows up as ``checkpoint_sha256``) - with one
+exception: a spec that differs only by a larger ``per_class`` *grows* the dataset. Image ``k`` of class
+``c`` depends only on ``(seed, k * num_classes + c)`` and the work list is k-major, so the images already
+dreamed are the first ones of the larger set and are kept (:func:`grows`).
 """
 
 from __future__ import annotations
@@ -84,8 +87,16 @@ def spec_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str
             if stored.get(key) != wanted.get(key) and key != "checkpoint"]
 
 
+def grows(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether spec ``wanted`` asks for the same images as ``stored`` plus more of each class (only a larger
+    ``per_class``), so that a dataset dreamed for ``stored`` can be grown into one for ``wanted``."""
+    differing = [key for key in sorted(set(stored) | set(wanted))
+                 if key != "checkpoint" and stored.get(key) != wanted.get(key)]
+    return differing == ["per_class"] and int(wanted["per_class"]) > int(stored["per_class"])
+
+
 def check_resumable(out_dir: str | Path, spec: DreamSpec) -> dict[str, Any] | None:
-    """The existing manifest if it was written for ``spec`` (so the run can resume), else an error.
+    """The existing manifest if ``spec`` can resume it (same spec) or grow it (:func:`grows`), else an error.
 
     Returns None when ``out_dir`` has no manifest. The checkpoint's *path* may differ (a moved run
     directory); its hash may not.
@@ -98,10 +109,10 @@ def check_resumable(out_dir: str | Path, spec: DreamSpec) -> dict[str, Any] | No
                             "dataset among other files (give an empty or new --out)")
         return None
     differences = spec_differences(manifest["spec"], spec.to_dict())
-    if differences:
+    if differences and not grows(manifest["spec"], spec.to_dict()):
         raise DataError(f"{Path(out_dir) / MANIFEST}: was written by a different dream run, so this one cannot "
-                        f"resume or extend it; differs in {'; '.join(differences)} (use another --out, or the "
-                        "same model and arguments)")
+                        f"resume it; differs in {'; '.join(differences)} (use another --out, or the same model and "
+                        "arguments; only a larger --per-class may grow a dataset)")
     return manifest
 
 

@@ -9,6 +9,10 @@ only once complete, so after an interruption a re-run with the same arguments dr
 chunks - no image is lost or duplicated. Since chunks (and the batches inside them) are the same
 whatever the number of processes, so is the dataset.
 
+Re-running with a larger ``per_class`` (nothing else changed) grows the dataset: the work list is k-major,
+so every full chunk of the smaller set is also a chunk of the larger one and is kept; only a last,
+partial chunk and the assembled files are removed (:func:`prepare_growth`), then the new chunks are dreamed.
+
 Once every chunk exists, rank 0 assembles the dataset: optional filtering (the top fraction per class by
 a classifier's confidence, :mod:`dreamdata.dream.filtering`), then ``DIR/<class>/<k>.png`` (an image
 folder, one sub-folder per class) and/or ``DIR/dataset.npz`` (uint8 NHWC ``images``, ``labels``,
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 
 from dreamdata.atomic import atomic_path
-from dreamdata.dream.manifest import DreamSpec, check_resumable, write_manifest
+from dreamdata.dream.manifest import DreamSpec, check_resumable, grows, write_manifest
 from dreamdata.errors import DataError
 from dreamdata.sampling.generate import (
     class_directory_names,
@@ -185,6 +189,30 @@ def assemble(out_dir: Path, spec: DreamSpec, formats: tuple[str, ...], filter_cl
     return extra
 
 
+def prepare_growth(out_dir: Path, manifest: dict, spec: DreamSpec, run_info: dict | None = None) -> None:
+    """Make a dataset dreamed for ``manifest``'s smaller ``per_class`` ready to grow into ``spec``.
+
+    Full chunks hold exactly the first images of the larger work list and stay. A last chunk that was cut
+    short holds the right images but is too small for its place in the larger list, so it is removed and
+    dreamed again whole. The assembled files (class folders, npz, preview) described only the smaller set
+    and are removed; they are written again once every chunk exists. The manifest is then marked
+    incomplete with the new spec, so an interruption from here on resumes the growth.
+    """
+    stored = DreamSpec(**manifest["spec"])
+    dreamed = len(stored.classes) * stored.per_class
+    if dreamed % stored.chunk:
+        chunk_path(out_dir, dreamed // stored.chunk).unlink(missing_ok=True)
+    for directory in manifest.get("class_dirs") or {}:
+        folder = out_dir / directory
+        for image in folder.glob("*.png"):
+            image.unlink()
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    for name in (DATASET_NPZ, PREVIEW):
+        (out_dir / name).unlink(missing_ok=True)
+    write_manifest(out_dir, spec, "incomplete", **(run_info or {}))
+
+
 def _has_outputs(out_dir: Path, formats: tuple[str, ...], manifest: dict) -> bool:
     """Whether a complete set already holds every asked-for format (else it is assembled again from the chunks)."""
     if "npz" in formats and not (out_dir / DATASET_NPZ).is_file():
@@ -209,11 +237,15 @@ def dream_dataset(model, spec: DreamSpec, out_dir: str | Path, formats: tuple[st
         raise DataError(f"--format {','.join(formats)}: expected folder, npz or both")
     existing = check_resumable(out_dir, spec)  # every rank checks, so every rank fails alike
     barrier()
-    if existing is not None and existing.get("status") == "complete" and _has_outputs(out_dir, formats, existing):
+    growing = existing is not None and grows(existing["spec"], spec.to_dict())
+    if (existing is not None and not growing and existing.get("status") == "complete"
+            and _has_outputs(out_dir, formats, existing)):
         total = (len(spec.classes) * spec.per_class + spec.chunk - 1) // spec.chunk
         return DreamResult(out_dir, True, total, total, 0)
     if context.is_main and existing is None:
         write_manifest(out_dir, spec, "incomplete", **(run_info or {}))
+    elif context.is_main and growing:
+        prepare_growth(out_dir, existing, spec, run_info)
     barrier()
     done, total, dreamed = dream_chunks(model, spec, out_dir, context, batch_size, device, progress, max_chunks,
                                         **sampler_options)
