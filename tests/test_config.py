@@ -59,6 +59,13 @@ def test_dry_run_prints_resolved_config(capsys):
     assert main(["train", "tiny", "train.steps=123", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "steps: 123" in out and "base_channels: 8" in out
+    # overrides may also follow an option, in order
+    assert main(["train", "tiny", "train.steps=1", "--dry-run", "train.steps=7", "train.lr=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "steps: 7" in out and "lr: 0.5" in out
+    with pytest.raises(SystemExit):  # a stray word that is no override is still argparse's error
+        main(["train", "tiny", "--dry-run", "bogus"])
+    assert "unrecognized arguments: bogus" in capsys.readouterr().err
 
 
 def test_cli_error_is_one_line_naming_the_key(capsys):

@@ -35,8 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse ``argv``, letting ``KEY=VALUE`` overrides follow options as well as precede them.
+
+    argparse fills a ``nargs="*"`` positional only up to the first option, so ``train tiny --dry-run
+    train.steps=5`` would reject ``train.steps=5``; such leftovers join ``overrides`` in order. Anything
+    else left over is reported by argparse as usual.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any(arg.startswith("-") or "=" not in arg for arg in extra)):
+        parser.parse_args(argv)  # exits with argparse's own "unrecognized arguments" message
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     try:
         return args.handler(args)
     except DreamdataError as error:
