@@ -134,6 +134,12 @@ def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsy
     assert "| true \\ predicted | hstripes | vstripes | square |" in report
     assert main(args) == 0  # resumes: nothing retrained
     assert (out / "results.jsonl").read_text().splitlines() == lines
+    # another synthetic set (here: 1 synthetic per real image) retrains only the arms that use it
+    assert main(args + ["--synthetic-ratio", "1"]) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 6 + 4
+    again = json.loads((out / "summary.json").read_text())
+    assert again["arms"]["real"]["accuracies"] == summary["arms"]["real"]["accuracies"]
+    assert again["arms"]["real+synthetic"]["train_images"] == 24
     assert main(args[:-2] + ["--out", str(tmp_path / "x"), "--arms", "real,synthetic", "--synthetic",
                              str(tmp_path / "nope")]) == 2
 

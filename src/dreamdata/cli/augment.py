@@ -33,7 +33,8 @@ def add_augment(subparsers) -> None:
         description="Train a classifier per arm and seed with the same budget, test each on the real test split, "
                     "and write results.jsonl, summary.json, summary.md (accuracy mean ± std, paired differences "
                     "with 95%% CI and p-value, per-class precision/recall/F1) and confusion-<arm>.png into --out. "
-                    "The synthetic-only arm is the Classification Accuracy Score. Re-running resumes.")
+                    "The synthetic-only arm is the Classification Accuracy Score. Re-running resumes; "
+                    "with another --synthetic into the same --out, the real-only arm is not trained again.")
     _add_real_arguments(parser)
     parser.add_argument("--synthetic", metavar="DIR", help="dreamed dataset (`dreamdata dream --out`), image "
                                                            "folder or .npz")

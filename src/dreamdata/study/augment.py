@@ -63,14 +63,27 @@ def _identity(config: AugmentConfig, real: ImageData, synthetic: ImageData | Non
             "real_sha256": data_sha256(real), "synthetic_sha256": data_sha256(synthetic)}
 
 
+SYNTHETIC_KEYS = ("synthetic_ratio", "synthetic_count", "synthetic_sha256")
+
+
+def arm_identity(identity: dict, arm: str) -> dict:
+    """The part of ``identity`` an arm's result depends on: an arm without synthetic images does not
+    depend on the synthetic set, so its results are reused when only the synthetic set changes (a study
+    comparing several dreamed sets trains its real-only baseline once)."""
+    if "synthetic" in arm.split("+"):
+        return identity
+    return {key: value for key, value in identity.items() if key not in SYNTHETIC_KEYS}
+
+
 def _read_results(path: Path, identity: dict) -> dict[tuple[str, int], dict]:
     done: dict[tuple[str, int], dict] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)
-                if record.get("identity") == identity:
-                    done[(record["arm"], record["seed"])] = record
+                arm = record.get("arm", "")
+                if arm_identity(record.get("identity") or {}, arm) == arm_identity(identity, arm):
+                    done[(arm, record["seed"])] = record
     return done
 
 
@@ -100,7 +113,7 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
             confusion = confusion_matrix(test.labels, predicted, real.num_classes)
             record = {"arm": arm, "seed": seed, "accuracy": accuracy(confusion), "train_images": len(images),
                       "train_seconds": round(train_seconds, 2), "confusion": confusion.tolist(),
-                      "identity": identity}
+                      "identity": arm_identity(identity, arm)}
             append_line(out_dir / RESULTS, json.dumps(record))
             done[(arm, seed)] = record
             log(f"augment: seed {seed} {arm:<16} accuracy {record['accuracy']:.4f} "
