@@ -80,19 +80,22 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     return manifest
 
 
+def differing_keys(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The spec keys whose values differ (the checkpoint's path may; its hash is compared instead)."""
+    return [key for key in sorted(set(stored) | set(wanted))
+            if stored.get(key) != wanted.get(key) and key != "checkpoint"]
+
+
 def spec_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """``key: stored -> wanted`` for every key whose value differs."""
-    keys = sorted(set(stored) | set(wanted))
-    return [f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}" for key in keys
-            if stored.get(key) != wanted.get(key) and key != "checkpoint"]
+    return [f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}" for key in differing_keys(stored, wanted)]
 
 
 def grows(stored: dict[str, Any], wanted: dict[str, Any]) -> bool:
     """Whether spec ``wanted`` asks for the same images as ``stored`` plus more of each class (only a larger
     ``per_class``), so that a dataset dreamed for ``stored`` can be grown into one for ``wanted``."""
-    differing = [key for key in sorted(set(stored) | set(wanted))
-                 if key != "checkpoint" and stored.get(key) != wanted.get(key)]
-    return differing == ["per_class"] and int(wanted["per_class"]) > int(stored["per_class"])
+    return (differing_keys(stored, wanted) == ["per_class"]
+            and int(wanted["per_class"]) > int(stored["per_class"]))
 
 
 def check_resumable(out_dir: str | Path, spec: DreamSpec) -> dict[str, Any] | None:
