@@ -184,6 +184,25 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
         load_study_config(str(config), ["generator.steps=[1, 2]"])
 
 
+@pytest.mark.parametrize("name", ["study-fmnist.yaml", "study-cifar10.yaml"])
+def test_shipped_study_configs_resolve(name):
+    """The study configs in configs/ pass validation (one budget per K), and each K's generator run config -
+    the preset plus the study's overrides - resolves, so `dreamdata study` does not fail hours in."""
+    from pathlib import Path
+
+    from dreamdata.study.pipeline import generator_run_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    config = load_study_config(str(path))
+    assert config.augment.arms[0] == "real"  # the baseline of every paired comparison
+    for index, k in enumerate(config.real.per_class):
+        run = generator_run_config(config, index)
+        assert run.model.class_conditional  # the dream needs a class-conditional generator
+        assert (run.data.per_class, run.data.dataset) == (k, config.real.dataset)
+        unit, amount = config.generator.budget(index)
+        assert getattr(run.train, unit) == amount
+
+
 def test_study_generator_step_budget_and_older_study_files(pattern_npzs, tmp_path):
     """`generator.steps` trains each K's generator for exactly that many optimiser steps (replacing the
     machine-dependent minutes budget), and a study.yaml written before a key existed still resumes."""

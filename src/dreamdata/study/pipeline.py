@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from dreamdata.atomic import write_text_atomic
-from dreamdata.config import DataConfig, build_dataclass, load_config
+from dreamdata.config import DataConfig, RunConfig, build_dataclass, load_config
 from dreamdata.data import load_dataset
 from dreamdata.errors import ConfigError
 from dreamdata.study.config import StudyConfig, k_label
@@ -36,12 +36,9 @@ from dreamdata.study.config import StudyConfig, k_label
 GENERATOR_DONE = "study-stage-complete.json"
 
 
-def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callable[[str], None]) -> None:
-    from dreamdata.training import checkpoint as ckpt
-    from dreamdata.training.trainer import train
-
-    if (run_dir / GENERATOR_DONE).is_file():
-        return
+def generator_run_config(config: StudyConfig, index: int) -> RunConfig:
+    """The run config of the ``index``-th K's generator: the study's preset and overrides, trained on the K
+    real images per class the classifiers see, for the study's budget."""
     k = config.real.per_class[index]
     unit, amount = config.generator.budget(index)
     budget = [f"train.steps={amount}", "train.minutes=null"] if unit == "steps" else [
@@ -52,7 +49,18 @@ def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callab
                  f"train.device={config.device}",
                  f"train.num_threads={config.num_threads or 'null'}",
                  "train.progress=false", f"name=generator-K{k_label(k)}"]
-    run_config = load_config(config.generator.config, overrides)
+    return load_config(config.generator.config, overrides)
+
+
+def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callable[[str], None]) -> None:
+    from dreamdata.training import checkpoint as ckpt
+    from dreamdata.training.trainer import train
+
+    if (run_dir / GENERATOR_DONE).is_file():
+        return
+    k = config.real.per_class[index]
+    unit, amount = config.generator.budget(index)
+    run_config = generator_run_config(config, index)
     resume = run_dir if (run_dir / "config.yaml").is_file() and ckpt.latest_checkpoint(run_dir) else None
     log(f"study K={k_label(k)}: training the generative model for {amount:g} "
         f"{'min' if unit == 'minutes' else 'steps'} "
