@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from dreamdata.cli import main
 from dreamdata.errors import ConfigError
 from dreamdata.study.arms import parse_arms, synthetic_subset
 from dreamdata.study.config import load_study_config
+from dreamdata.study.pipeline import generator_run_config
 
 
 def test_paired_t_test_matches_students_sleep_data():
@@ -188,10 +190,6 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
 def test_shipped_study_configs_resolve(name):
     """The study configs in configs/ pass validation (one budget per K), and each K's generator run config -
     the preset plus the study's overrides - resolves, so `dreamdata study` does not fail hours in."""
-    from pathlib import Path
-
-    from dreamdata.study.pipeline import generator_run_config
-
     path = Path(__file__).resolve().parents[1] / "configs" / name
     config = load_study_config(str(path))
     assert config.augment.arms[0] == "real"  # the baseline of every paired comparison
