@@ -64,7 +64,8 @@ def build_spec(args, model, classes: list[int]):
 
 
 def _check_args(args) -> None:
-    from dreamdata.cli.sample import check_positive, check_sampler
+    from dreamdata.cli.options import check_positive
+    from dreamdata.sampling.from_run import check_sampler
 
     check_positive(per_class=args.per_class, steps=args.steps, batch=args.batch, chunk=args.chunk)
     check_sampler(args.sampler)
@@ -85,16 +86,15 @@ def _run_dream(args) -> int:
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.sampling.generate import resolve_classes
     from dreamdata.training.distributed import init_distributed, shutdown_distributed
-    from dreamdata.training.pretrained import load_trained
-    from dreamdata.training.setup import resolve_device
+    from dreamdata.sampling.from_run import load_for_sampling
 
     _check_args(args)
     formats = tuple(part.strip() for part in args.format.split(",") if part.strip())
     kind = "cuda" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     context = init_distributed(kind)
     try:
-        device = resolve_device(args.device, context.local_rank)
-        model = load_trained(args.run, use_ema=not args.no_ema, device=device)
+        model, device = load_for_sampling(args.run, args.device, use_ema=not args.no_ema,
+                                          local_rank=context.local_rank)
         if int(getattr(model.network, "num_classes", 0)) == 0:
             raise DreamdataError(f"{args.run}: the model is unconditional; dreaming a labelled dataset needs a "
                                  "class-conditional model (model.class_conditional: true)")

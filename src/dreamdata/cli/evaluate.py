@@ -105,7 +105,8 @@ def _run_evaluate(args) -> int:
 
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
-    from dreamdata.cli.sample import _start_for, check_positive, load_for_sampling, resolve_sampling_defaults
+    from dreamdata.cli.options import check_positive
+    from dreamdata.sampling.from_run import load_for_sampling, sampler_and_steps, start_distribution
     from dreamdata.evaluation.extractor import resolve_extractor
     from dreamdata.evaluation.sources import load_reference, load_sample_set
     from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images, subsample
@@ -122,11 +123,11 @@ def _run_evaluate(args) -> int:
     extractor = resolve_extractor(args.fid_weights, device=device)  # fail fast, before sampling
     model = None
     if is_run:
-        args.run = str(target)
-        model, device = load_for_sampling(args)
+        model, device = load_for_sampling(target, args.device, use_ema=not args.no_ema)
         if model.config.process.kind == "gaussian":  # evaluation defaults: 50-step DDIM, as the FID benchmarks
             args.sampler, args.steps = args.sampler or "ddim", args.steps or 50
-        resolve_sampling_defaults(args, model.process)
+        args.sampler, args.steps = sampler_and_steps(model.process, args.sampler, args.steps,
+                                                     start_noise=args.start_noise)
         if args.reconstruction and model.config.process.kind != "gaussian":
             raise DreamdataError("--reconstruction noises and denoises (Gaussian runs); for a blur run use "
                                  "`dreamdata sample RUN --from-test N` (degrade and restore test images)")
@@ -144,7 +145,7 @@ def _run_evaluate(args) -> int:
     if model is not None:
         from dreamdata.evaluation.generated import sample_for_evaluation
 
-        start, _ = _start_for(model, args)
+        start, _ = start_distribution(model, args.sampler, args.start_noise)
         sampling_started = time.perf_counter()
         samples = sample_for_evaluation(model.network, model.process, model.class_names, args.n, args.seed,
                                         args.sampler, args.steps, args.spacing, args.guidance, args.batch, device,

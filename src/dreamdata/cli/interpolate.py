@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dreamdata.cli.sample import check_positive, load_for_sampling
+from dreamdata.cli.options import check_positive
+from dreamdata.sampling.from_run import load_for_sampling
 from dreamdata.errors import DreamdataError
 
 
@@ -49,7 +50,7 @@ def _run_interpolate(args) -> int:
         raise DreamdataError("--seed2 interpolates between noises, --to-class between classes: give one of them")
     if args.out and Path(args.out).suffix.lower() != ".png":
         raise DreamdataError(f"--out {args.out}: the strip is a PNG; give a path ending in .png")
-    model, device = load_for_sampling(args)
+    model, device = load_for_sampling(args.run, args.device, use_ema=not args.no_ema)
     network, process = model.network, model.process
     from dreamdata.process import GaussianDiffusion
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dreamdata.cli.options import check_positive
 from dreamdata.errors import DreamdataError
 
 
@@ -49,46 +50,6 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--out", help="output directory (default RUN/samples/<sampler>-<steps>steps-w<guidance>-...); "
                                       "a path ending in .png writes only the grid there")
     parser.set_defaults(handler=_run_sample)
-
-
-def load_for_sampling(args):
-    """The trained model on the chosen device, with user errors turned into DreamdataError."""
-    from dreamdata.training.pretrained import load_trained
-    from dreamdata.training.setup import resolve_device
-
-    device = resolve_device(args.device)
-    return load_trained(args.run, use_ema=not args.no_ema, device=device), device
-
-
-def check_sampler(name: str, process=None) -> None:
-    """``--sampler`` names a sampler that fits ``process`` (any known one when ``process`` is None)."""
-    from dreamdata.sampling import get_sampler
-
-    try:
-        get_sampler(name, process)
-    except ValueError as error:
-        raise DreamdataError(f"--sampler {name!r}: {error}") from None
-
-
-def resolve_sampling_defaults(args, process) -> None:
-    """Fill ``--sampler``/``--steps`` left out with the process's defaults and check they fit it."""
-    from dreamdata.sampling import default_sampler
-
-    cold = default_sampler(process).startswith("cold")
-    args.sampler = args.sampler or default_sampler(process)
-    check_sampler(args.sampler, process)
-    if args.steps is None:
-        args.steps = process.num_steps if cold else 100
-    if args.start_noise is not None and not cold:
-        raise DreamdataError("--start-noise applies to blur (cold diffusion) runs only")
-    if args.start_noise is not None and not args.start_noise >= 0:
-        raise DreamdataError(f"--start-noise must be >= 0, got {args.start_noise:g}")
-
-
-def check_positive(**values) -> None:
-    for name, value in values.items():
-        if value is not None and value < 1:
-            raise DreamdataError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 def _sample_out_dir(args, model, timesteps, classes: list[int], conditional: bool) -> Path:
@@ -155,6 +116,7 @@ def _run_sample(args) -> int:
         write_png,
         write_samples,
     )
+    from dreamdata.sampling.from_run import check_sampler, load_for_sampling, sampler_and_steps, start_distribution
     from dreamdata.sampling.thresholding import X0_CLIPS
 
     check_positive(n=args.n, steps=args.steps, batch=args.batch, trajectory=args.trajectory,
@@ -171,9 +133,9 @@ def _run_sample(args) -> int:
     if grid_only and (args.trajectory or args.forward_strip):
         raise DreamdataError(f"--out {args.out}: a .png writes only the grid; give a directory for "
                              "--trajectory/--forward-strip")
-    model, device = load_for_sampling(args)
+    model, device = load_for_sampling(args.run, args.device, use_ema=not args.no_ema)
     network, process = model.network, model.process
-    resolve_sampling_defaults(args, process)
+    args.sampler, args.steps = sampler_and_steps(process, args.sampler, args.steps, start_noise=args.start_noise)
     if args.from_test is not None:
         return _run_restore(args, model, device)
     conditional = int(getattr(network, "num_classes", 0)) > 0
@@ -202,7 +164,7 @@ def _run_sample(args) -> int:
     recorder = None
     if args.trajectory:
         recorder = TrajectoryRecorder(indices[::args.n].tolist(), args.trajectory, timesteps.numel())
-    start, start_noise = _start_for(model, args)
+    start, start_noise = start_distribution(model, args.sampler, args.start_noise)
     images = generate(network, process, labels if conditional else None, labels.numel(), args.seed,
                       sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance,
                       batch_size=args.batch, device=device, x0_clip=args.x0_clip, progress=True,
@@ -242,22 +204,6 @@ def _run_sample(args) -> int:
     print(f"wrote {len(images)} samples to {out_dir} "
           f"(rows: {', '.join(names)}; {', '.join(files)}, <class>/<k>.png, sample.json)")
     return 0
-
-
-def _start_for(model, args):
-    """Cold diffusion's start distribution (the run's saved blur prior, else fitted to its training data) and
-    its noise std; ``(None, None)`` for Gaussian runs, which start from ``N(0, I)``."""
-    from dreamdata.sampling.blur_prior import PRIOR_FILE, prior_for_run, start_sampler
-
-    if not args.sampler.startswith("cold"):
-        return None, None
-    run_dir = model.checkpoint.parent.parent
-    if not (run_dir / PRIOR_FILE).is_file():
-        print(f"dreamdata sample: {run_dir / PRIOR_FILE} not found (training did not finish); fitting the "
-              "start distribution to the run's training data", file=sys.stderr)
-    prior = prior_for_run(model.process, model.config, run_dir)
-    noise = model.config.process.blur_start_noise if args.start_noise is None else args.start_noise
-    return start_sampler(prior, noise), noise
 
 
 def _run_restore(args, model, device) -> int:

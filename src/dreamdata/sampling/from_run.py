@@ -1,0 +1,85 @@
+"""A trained run, ready to sample: the one place that loads a run for ``sample``, ``evaluate``,
+``interpolate``, ``dream`` and the sweep, and settles the sampler, its steps and its start distribution.
+
+The network and process themselves are rebuilt by :func:`dreamdata.training.pretrained.load_trained`;
+this module adds what every sampling command needs on top of that: the device, user errors
+(:class:`~dreamdata.errors.DreamdataError`) for a sampler that does not fit the process, each process's
+default sampler and step count, and cold diffusion's start distribution (the run's saved blur prior).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from dreamdata.errors import DreamdataError
+from dreamdata.training.pretrained import TrainedModel, load_trained
+
+__all__ = ["check_sampler", "load_for_sampling", "run_directory", "sampler_and_steps", "start_distribution"]
+
+
+def load_for_sampling(run: str | Path, device: str = "auto", use_ema: bool = True, local_rank: int = 0
+                      ) -> tuple[TrainedModel, torch.device]:
+    """The run's latest checkpoint (or the given ``.safetensors``), in eval mode on the resolved device
+    (``auto``: this process's GPU under ``torchrun`` - ``local_rank`` - or the CPU)."""
+    from dreamdata.training.setup import resolve_device
+
+    resolved = resolve_device(device, local_rank)
+    return load_trained(run, use_ema=use_ema, device=resolved), resolved
+
+
+def run_directory(model: TrainedModel) -> Path:
+    """The run directory a loaded checkpoint belongs to (``RUN/checkpoints/step-*.safetensors``)."""
+    return model.checkpoint.parent.parent
+
+
+def check_sampler(name: str, process=None) -> None:
+    """``name`` is a sampler that fits ``process`` (any known sampler when ``process`` is None)."""
+    from dreamdata.sampling import get_sampler
+
+    try:
+        get_sampler(name, process)
+    except ValueError as error:
+        raise DreamdataError(f"--sampler {name!r}: {error}") from None
+
+
+def sampler_and_steps(process, sampler: Optional[str], steps: Optional[int], gaussian_steps: int = 100,
+                      start_noise: Optional[float] = None) -> tuple[str, int]:
+    """The sampler and step count to use: the given ones, else the process's defaults (ancestral DDPM with
+    ``gaussian_steps`` for Gaussian diffusion; cold-improved over every step ``T`` for blur).
+
+    Raises :class:`DreamdataError` when the sampler does not fit the process, or when a ``start_noise`` is
+    given for a process that starts from ``N(0, I)``.
+    """
+    from dreamdata.sampling import default_sampler
+
+    cold = default_sampler(process).startswith("cold")
+    sampler = sampler or default_sampler(process)
+    check_sampler(sampler, process)
+    if steps is None:
+        steps = process.num_steps if cold else gaussian_steps
+    if start_noise is not None and not cold:
+        raise DreamdataError("--start-noise applies to blur (cold diffusion) runs only")
+    if start_noise is not None and not start_noise >= 0:
+        raise DreamdataError(f"--start-noise must be >= 0, got {start_noise:g}")
+    return sampler, steps
+
+
+def start_distribution(model: TrainedModel, sampler: str, start_noise: Optional[float] = None):
+    """``(start, noise)``: cold diffusion's start sampler (flat images from the run's blur prior plus noise of
+    std ``start_noise``, default the run's ``process.blur_start_noise``) and that std; ``(None, None)`` for
+    the Gaussian samplers, which start from ``N(0, I)``."""
+    from dreamdata.sampling.blur_prior import PRIOR_FILE, prior_for_run, start_sampler
+
+    if not sampler.startswith("cold"):
+        return None, None
+    run_dir = run_directory(model)
+    if not (run_dir / PRIOR_FILE).is_file():
+        print(f"dreamdata: {run_dir / PRIOR_FILE} not found (training did not finish); fitting the start "
+              "distribution to the run's training data", file=sys.stderr)
+    prior = prior_for_run(model.process, model.config, run_dir)
+    noise = model.config.process.blur_start_noise if start_noise is None else start_noise
+    return start_sampler(prior, noise), noise
