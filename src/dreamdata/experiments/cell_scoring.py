@@ -1,0 +1,230 @@
+"""Sample and score one sweep cell: one arm's checkpoint, one set of sampling settings, every metric asked.
+
+Sample ``k`` of every cell is seeded from ``(evaluation.seed, k)`` and has class ``k mod K``
+(:func:`dreamdata.evaluation.generated.balanced_labels`), so two cells start from the same noise image for
+image and their mosaics compare one to one. The sample metrics go through the one evaluation protocol
+(:func:`dreamdata.evaluation.suite.evaluate_images`, features cached by pixel hash); the others read the
+test split prepared as the arm's data config says.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from dreamdata.atomic import atomic_path
+from dreamdata.experiments.cells import Cell
+from dreamdata.experiments.sweep_config import SweepConfig
+
+__all__ = ["CellScorer"]
+
+SAMPLE_METRICS = ("fid", "kid", "is", "pr")
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as file:
+            np.savez(file, **arrays)
+
+
+def held_out_loss_at(run_dir: Path, step: int) -> Optional[float]:
+    """The run's smoothed held-out loss logged last at or before ``step`` (the raw one when no EMA)."""
+    from dreamdata.training.run_dir import read_metrics
+
+    best = None
+    for record in read_metrics(run_dir):
+        if record.get("step", 0) <= step:
+            value = record.get("val_loss_ema", record.get("val_loss"))
+            best = value if value is not None else best
+    return best
+
+
+class CellScorer:
+    """Scores cells of one sweep; keeps the feature extractor and reference sets between cells."""
+
+    def __init__(self, sweep: SweepConfig, device: torch.device):
+        self.sweep, self.device = sweep, device
+        self._extractor = None
+        self._references: dict[str, Any] = {}
+        self._tests: dict[str, Any] = {}
+
+    # -- shared inputs ---------------------------------------------------------------------------------
+
+    def extractor(self):
+        if self._extractor is None:
+            from dreamdata.evaluation.extractor import resolve_extractor
+
+            self._extractor = resolve_extractor(self.sweep.evaluation.fid_weights, device=self.device)
+        return self._extractor
+
+    def reference(self, data):
+        from dreamdata.evaluation.sources import load_reference, reference_config
+
+        config = reference_config(data)
+        key = repr(config)
+        if key not in self._references:
+            e = self.sweep.evaluation
+            self._references[key] = load_reference(config, e.ref_split, e.ref_n)  # evaluate's subset
+        return self._references[key]
+
+    def test_images(self, data):
+        """The first ``evaluation.reconstruction_count`` test images (uint8) and labels, as the arm sees them."""
+        from dreamdata.data import load_dataset
+        from dreamdata.evaluation.sources import reference_config
+
+        config = reference_config(data)
+        key = repr(config)
+        if key not in self._tests:
+            test = load_dataset(config, "test")
+            count = min(self.sweep.evaluation.reconstruction_count, len(test))
+            self._tests[key] = (test.images[:count], test.labels[:count])
+        return self._tests[key]
+
+    # -- one cell --------------------------------------------------------------------------------------
+
+    def score(self, cell: Cell, run_dir: Path, cell_dir: Path) -> dict[str, Any]:
+        """Sample the cell, score it, write ``samples.npz`` (the mosaic rows) and any trajectory into
+        ``cell_dir``; return the cell's result line (without the timestamp)."""
+        from dreamdata.evaluation.generated import balanced_labels
+        from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images
+        from dreamdata.sampling.from_run import start_distribution
+        from dreamdata.sampling.generate import TrajectoryRecorder, generate, to_uint8
+        from dreamdata.training.pretrained import load_trained
+
+        e, s = self.sweep.evaluation, cell.sampling
+        checkpoint = run_dir / "checkpoints" / f"step-{cell.checkpoint_step:09d}.safetensors"
+        model = load_trained(checkpoint, device=self.device)
+        network, process = model.network, model.process
+        num_classes = int(getattr(network, "num_classes", 0))
+        conditional = num_classes > 0
+        guidance = float(s["guidance"]) if conditional else 0.0
+        labels = balanced_labels(e.n, num_classes)
+        recorder = None
+        if e.trajectory_every:
+            firsts = list(range(max(1, num_classes)))  # the first sample of each class
+            recorder = TrajectoryRecorder(firsts, e.trajectory_every, int(s["steps"]))
+        start, _ = start_distribution(model, s["sampler"], s["start_noise"])
+        options = {} if s["eta"] is None else {"eta": float(s["eta"])}
+        started = time.perf_counter()
+        images = generate(network, process, labels, e.n, e.seed, sampler=s["sampler"], steps=int(s["steps"]),
+                          spacing=s["spacing"], guidance_scale=guidance, batch_size=e.batch, device=self.device,
+                          x0_clip=s["x0_clip"], progress=True, on_step=recorder, start=start, **options)
+        sampling_seconds = time.perf_counter() - started
+        pixels = to_uint8(images)
+        evaluations = e.n * int(s["steps"]) * (2 if conditional and guidance != 0 else 1)
+        result: dict[str, Any] = {
+            "n": e.n, "network_evaluations": evaluations, "checkpoint": str(checkpoint),
+            "images_seen": cell.checkpoint_step * model.config.train.batch_size,
+            "epoch": self._epoch(run_dir, cell.checkpoint_step),
+            "train_minutes": self._train_minutes(run_dir, cell.checkpoint_step),
+            "process": self._process_summary(model.config.process, process.num_steps),
+            "class_names": list(model.class_names) if conditional else [],
+        }
+        metrics: dict[str, Any] = {}
+        seconds: dict[str, float] = {"sampling": round(sampling_seconds, 2)}
+        self._write_mosaic_rows(cell_dir, pixels, labels, max(1, num_classes))
+        if recorder is not None:
+            shown, x_t, x0_hat = recorder.stacked()
+            _save_npz(cell_dir / "trajectory.npz", timesteps=np.array(shown), x_t=to_uint8(x_t).numpy(),
+                      x0_hat=to_uint8(x0_hat).numpy())
+
+        wanted = self.sweep.metrics
+        sample_metrics = [m for m in SAMPLE_METRICS if m in wanted]
+        if sample_metrics or "per_class_fid" in wanted:
+            reference = self.reference(model.config.data)
+            samples = ImageSet(pixels, labels, list(model.class_names) if conditional else [],
+                               f"{cell.key} ({e.n} samples)")
+            options = EvaluationOptions(per_class="per_class_fid" in wanted, seed=e.seed,
+                                        metrics=sample_metrics or ["fid"], progress=False)
+            started = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:  # kept in the result line, not printed per cell
+                warnings.simplefilter("always")
+                scores = evaluate_images(samples, reference, self.extractor(), options)
+            result["warnings"] = sorted({str(w.message).split(": ", 1)[-1] for w in caught})
+            seconds["evaluation"] = round(time.perf_counter() - started, 2)
+            for key in ("fid", "kid_mean", "kid_std", "is_mean", "is_std", "inception_score",
+                        "precision", "recall", "fid_per_class"):
+                if key in scores:
+                    metrics[key] = scores[key]
+            result["n_reference"] = scores["n_reference"]
+            result["reference"] = scores["reference"]
+        started = time.perf_counter()
+        metrics.update(self._other_metrics(cell, model, run_dir))
+        seconds["other_metrics"] = round(time.perf_counter() - started, 2)
+        result.update({"metrics": metrics, "seconds": seconds,
+                       "samples_per_s": round(e.n / sampling_seconds, 3) if sampling_seconds > 0 else None})
+        return result
+
+    def _other_metrics(self, cell: Cell, model, run_dir: Path) -> dict[str, Any]:
+        e, s, wanted = self.sweep.evaluation, cell.sampling, self.sweep.metrics
+        network, process, config = model.network, model.process, model.config
+        gaussian = config.process.kind == "gaussian"
+        conditional = int(getattr(network, "num_classes", 0)) > 0
+        metrics: dict[str, Any] = {}
+        if "held_out_loss" in wanted:
+            metrics["held_out_loss"] = held_out_loss_at(run_dir, cell.checkpoint_step)
+        needs_test = {"reconstruction", "restoration", "blur_robustness"} & set(wanted)
+        if not needs_test:
+            return metrics
+        clean, labels = self.test_images(config.data)
+        labels = labels if conditional else None
+        if "reconstruction" in wanted and gaussian:
+            from dreamdata.evaluation.reconstruction import reconstruction_metrics
+
+            metrics["reconstruction"] = reconstruction_metrics(network, process, clean, labels, count=len(clean),
+                                                               seed=e.seed, batch_size=e.batch, device=self.device)
+        if "restoration" in wanted:
+            from dreamdata.sampling.restore import degrade_and_restore, restoration_scores
+
+            x0 = clean.float().div(127.5).sub(1.0)
+            _, restored = degrade_and_restore(network, process, x0, labels, s["sampler"], int(s["steps"]), e.seed,
+                                              batch_size=e.batch, device=self.device, x0_clip=s["x0_clip"])
+            metrics["restoration"] = {"test_images": len(clean), **restoration_scores(restored, x0)}
+        if "blur_robustness" in wanted and gaussian:
+            from dreamdata.evaluation.blur_robustness import blur_robustness
+
+            usable = [t for t in e.blur_t if t < process.num_steps]
+            metrics["blur_robustness"] = blur_robustness(network, process, clean, e.blur_sigmas, usable, labels,
+                                                         seed=e.seed, batch_size=e.batch,
+                                                         kernel_size=e.blur_kernel, device=self.device)
+        return metrics
+
+    def _write_mosaic_rows(self, cell_dir: Path, pixels: torch.Tensor, labels, num_classes: int) -> None:
+        """The first ``mosaic_per_class`` samples of each class (uint8 NCHW, row-major by class)."""
+        per_class = self.sweep.evaluation.mosaic_per_class
+        if labels is None:
+            chosen = torch.arange(min(len(pixels), per_class * num_classes))
+        else:
+            chosen = torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in range(num_classes)])
+        _save_npz(cell_dir / "samples.npz", images=pixels[chosen].numpy(),
+                  labels=(labels[chosen] if labels is not None else torch.full((len(chosen),), -1)).numpy(),
+                  indices=chosen.numpy())
+
+    @staticmethod
+    def _process_summary(config, num_steps: int) -> dict[str, Any]:
+        blur = config.kind == "blur"
+        return {"kind": config.kind, "schedule": config.blur_schedule if blur else config.schedule,
+                "num_steps": num_steps,
+                "objective": f"x0-{config.blur_loss}" if blur else f"{config.prediction}-mse"}
+
+    @staticmethod
+    def _train_minutes(run_dir: Path, step: int) -> Optional[float]:
+        from dreamdata.training.run_dir import read_metrics
+
+        elapsed = [r["elapsed_s"] for r in read_metrics(run_dir) if r.get("step", 0) <= step and "elapsed_s" in r]
+        return round(elapsed[-1] / 60, 2) if elapsed else None
+
+    @staticmethod
+    def _epoch(run_dir: Path, step: int) -> Optional[float]:
+        from dreamdata.training.run_dir import read_metrics
+
+        for record in read_metrics(run_dir):
+            if record.get("step") and record.get("epoch") is not None:
+                return round(step * record["epoch"] / record["step"], 3)
+        return None
+

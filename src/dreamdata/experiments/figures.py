@@ -1,0 +1,216 @@
+"""A sweep's figures, drawn from ``results.jsonl``, the cells' saved samples and the arms' run directories.
+
+Nothing here samples or trains: every figure can be redrawn at any time from what the sweep wrote.
+Figures are drawn only where the data varies (a metric-against-guidance plot needs two guidance values):
+
+* ``metric-vs-guidance.png``: the chosen metric against w, one line per arm (and other varying settings);
+* ``metric-vs-step.png``: against the training step of the checkpoint (epochs on the top axis);
+* ``metric-vs-sampling-steps.png``: against the number of sampling steps, one line per sampler (and arm);
+* ``mosaic.png``: every cell at its arm's last checkpoint side by side, one row per class, same noise;
+* ``loss.png``: training and held-out loss of every arm (``figures.loss_skip_first``, ``figures.loss_log``);
+* ``alpha_bar.png``: ᾱ_t of every Gaussian arm;
+* ``trajectory-<cell>.png``: snapshots of the reverse process (with ``evaluation.trajectory_every``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dreamdata.reports.figures import save_figure  # noqa: E402
+
+__all__ = ["draw_figures", "metric_value", "read_results"]
+
+METRIC_LABELS = {"fid": "FID", "kid_mean": "KID", "is_mean": "Inception Score", "precision": "precision",
+                 "recall": "recall", "held_out_loss": "held-out loss"}
+MOSAIC_PANELS = 8  # cells per mosaic figure
+
+
+def read_results(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "results.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def metric_value(result: dict[str, Any], metric: str) -> Optional[float]:
+    key = "kid_mean" if metric == "kid" else "is_mean" if metric == "is" else metric
+    value = result["metrics"].get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _label(result: dict[str, Any], keys: list[str]) -> str:
+    parts = [result["arm"]] + [f"{key}={result['sampling'].get(key)}" for key in keys]
+    return ", ".join(parts)
+
+
+def _line_plot(results: list[dict[str, Any]], x_of, x_label: str, metric: str, other_keys: list[str],
+               path: Path, title: str, log_x: bool = False) -> Optional[Path]:
+    """One line per group of results that agree on everything but x; None when x does not vary."""
+    points = [(x_of(r), metric_value(r, metric), r) for r in results]
+    points = [p for p in points if p[0] is not None and p[1] is not None]
+    if len({p[0] for p in points}) < 2:
+        return None
+    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for x, y, r in points:
+        lines[_label(r, other_keys)].append((x, y))
+    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for label, xy in sorted(lines.items()):
+        xy.sort()
+        axis.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=label)
+    if log_x:
+        axis.set_xscale("log")
+    n = results[0].get("n")
+    axis.set_xlabel(x_label)
+    axis.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (N = {n:,})" if n else METRIC_LABELS.get(metric, metric))
+    axis.set_title(title, fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def _varying(results: list[dict[str, Any]], exclude: tuple[str, ...]) -> list[str]:
+    keys = sorted({key for r in results for key in r["sampling"]} - set(exclude))
+    return [key for key in keys if len({repr(r["sampling"].get(key)) for r in results}) > 1]
+
+
+def draw_metric_figures(out_dir: Path, results: list[dict[str, Any]], metric: str) -> list[Path]:
+    drawn = []
+    last = {}
+    for r in results:
+        last[r["arm"]] = max(last.get(r["arm"], 0), r["checkpoint_step"])
+    at_last = [r for r in results if r["checkpoint_step"] == last[r["arm"]]]
+    label = METRIC_LABELS.get(metric, metric)
+    for path in (_line_plot(at_last, lambda r: float(r["sampling"]["guidance"]), "guidance scale w", metric,
+                            _varying(at_last, ("guidance",)), out_dir / "metric-vs-guidance.png",
+                            f"{label} against classifier-free guidance (last checkpoint)"),
+                 _line_plot(results, lambda r: float(r["checkpoint_step"]), "training step", metric,
+                            _varying(results, ()), out_dir / "metric-vs-step.png",
+                            f"{label} over training"),
+                 _line_plot(at_last, lambda r: float(r["sampling"]["steps"]), "sampling steps (log scale)", metric,
+                            _varying(at_last, ("steps",)), out_dir / "metric-vs-sampling-steps.png",
+                            f"{label} against sampling steps (last checkpoint)", log_x=True)):
+        if path is not None:
+            drawn.append(path)
+    return drawn
+
+
+def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
+    """Cells at their arm's last checkpoint side by side: one panel per cell, one row per class."""
+    last = {}
+    for r in results:
+        last[r["arm"]] = max(last.get(r["arm"], 0), r["checkpoint_step"])
+    cells = [r for r in results if r["checkpoint_step"] == last[r["arm"]]
+             and (out_dir / "cells" / r["cell"] / "samples.npz").is_file()]
+    drawn = []
+    for page, first in enumerate(range(0, len(cells), MOSAIC_PANELS)):
+        chunk = cells[first:first + MOSAIC_PANELS]
+        figure, axes = plt.subplots(1, len(chunk), figsize=(2.6 * len(chunk) + 0.8, 3.4), dpi=130, squeeze=False)
+        for axis, r in zip(axes[0], chunk):
+            with np.load(out_dir / "cells" / r["cell"] / "samples.npz") as archive:
+                images, labels = archive["images"], archive["labels"]
+            names = r.get("class_names") or ["unconditional"]
+            rows = [images[labels == c] for c in range(len(names))] if labels.min() >= 0 else [images]
+            columns = max(len(row) for row in rows)
+            channels, size = images.shape[1], images.shape[-1]
+            canvas = np.full((len(rows) * (size + 1), columns * (size + 1), channels), 255, dtype=np.uint8)
+            for i, row in enumerate(rows):
+                for j, image in enumerate(row):
+                    canvas[i * (size + 1):i * (size + 1) + size, j * (size + 1):j * (size + 1) + size] = \
+                        image.transpose(1, 2, 0)
+            axis.imshow(canvas.squeeze(-1) if channels == 1 else canvas, cmap="gray" if channels == 1 else None,
+                        vmin=0, vmax=255, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([i * (size + 1) + size / 2 for i in range(len(rows))])
+            axis.set_yticklabels(names if len(rows) == len(names) else ["unconditional"], fontsize=6)
+            axis.set_title(r["cell"].replace("/", "\n", 1), fontsize=6)
+        figure.suptitle("samples: the same starting noise in every cell (sample k seeded from (seed, k))",
+                        fontsize=8)
+        figure.tight_layout()
+        name = "mosaic.png" if page == 0 else f"mosaic-{page + 1}.png"
+        drawn.append(save_figure(figure, out_dir / name))
+    return drawn
+
+
+def draw_loss_curves(out_dir: Path, run_dirs: dict[str, Path], skip_first: int = 0, log: bool = False
+                     ) -> Optional[Path]:
+    """Training loss (thin) and held-out loss (markers) of every arm; ``skip_first`` drops early steps."""
+    from dreamdata.training.run_dir import read_metrics
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    drawn = False
+    for index, (name, run_dir) in enumerate(sorted(run_dirs.items())):
+        records = [r for r in read_metrics(run_dir) if r.get("step", 0) > skip_first] if run_dir.is_dir() else []
+        colour = f"C{index % 10}"
+        train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+        held_out = [(r["step"], r["val_loss"]) for r in records if r.get("val_loss") is not None]
+        if train:
+            axis.plot(*zip(*train), color=colour, linewidth=1, label=f"{name} train")
+            drawn = True
+        if held_out:
+            axis.plot(*zip(*held_out), color=colour, marker="o", linestyle="--", label=f"{name} held-out")
+            drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    if log:
+        axis.set_yscale("log")
+    axis.set_xlabel("training step" + (f" (first {skip_first} dropped)" if skip_first else ""))
+    axis.set_ylabel("loss (each arm's own objective)" + (", log scale" if log else ""))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return save_figure(figure, out_dir / "loss.png")
+
+
+def draw_trajectories(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
+    import torch
+
+    from dreamdata.reports.strips import write_trajectory_strip
+
+    drawn = []
+    for r in results:
+        path = out_dir / "cells" / r["cell"] / "trajectory.npz"
+        if not path.is_file():
+            continue
+        with np.load(path) as archive:
+            steps = archive["timesteps"].tolist()
+            x_t, x0_hat = (torch.from_numpy(archive[key]).float().div(127.5).sub(1.0) for key in ("x_t", "x0_hat"))
+        names = r.get("class_names") or ["unconditional"]
+        name = "trajectory-" + r["cell"].replace("/", "_") + ".png"
+        drawn.append(write_trajectory_strip(out_dir / name, names[:len(x_t)], steps, x_t, x0_hat,
+                                            title=f"{r['cell']}: reverse process snapshots"))
+    return drawn
+
+
+def draw_figures(out_dir: Path, figures, run_dirs: Optional[dict[str, Path]] = None,
+                 arm_configs: Optional[dict[str, Any]] = None) -> list[Path]:
+    """Every figure the sweep's data supports (see the module docstring); returns their paths."""
+    results = read_results(out_dir)
+    drawn = draw_metric_figures(out_dir, results, figures.metric) if results else []
+    drawn += draw_mosaics(out_dir, results)
+    drawn += draw_trajectories(out_dir, results)
+    if run_dirs:
+        loss = draw_loss_curves(out_dir, run_dirs, figures.loss_skip_first, figures.loss_log)
+        drawn += [loss] if loss is not None else []
+    schedules = {}
+    for name, config in (arm_configs or {}).items():
+        if config.process.kind == "gaussian":
+            from dreamdata.process import betas_from_config
+            from dreamdata.process.schedules import derive_schedule
+
+            schedules[name] = derive_schedule(betas_from_config(config.process)).alpha_bar
+    if schedules:
+        from dreamdata.reports.schedules import plot_alpha_bar
+
+        drawn.append(plot_alpha_bar(schedules, out_dir / "alpha_bar.png"))
+    return drawn

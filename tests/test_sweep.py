@@ -1,0 +1,310 @@
+"""`dreamdata sweep` on the tiny npz fixture: cells and keys, resume, new axis values, refused changes,
+shared noise, shards, figures from results.jsonl alone, and the cold-diffusion study through the sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dreamdata.cli import main
+from dreamdata.errors import ConfigError
+from dreamdata.experiments import runner
+from dreamdata.experiments.runner import plan_cells, resolve_arms, run_sweep
+from dreamdata.experiments.sweep_config import load_sweep, parse_sweep
+
+TINY_MODEL = {"network": "unet", "class_conditional": True, "base_channels": 8, "channel_mults": [1, 2],
+              "num_res_blocks": 1, "attention_resolutions": [], "dropout": 0.0}
+TINY_TRAIN = {"batch_size": 8, "steps": 4, "warmup_steps": 1, "log_every": 2, "val_every": 2, "val_batches": 1,
+              "checkpoint_every": 2, "sample_grid": False, "progress": False, "device": "cpu", "p_uncond": 0.2}
+
+
+@pytest.fixture
+def base_file(tiny_npz, tmp_path):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"dataset": f"npz:{tiny_npz}", "val_fraction": 0.1, "hflip": False},
+        "process": {"schedule": "linear", "num_steps": 20}, "model": TINY_MODEL, "train": TINY_TRAIN}))
+    return path
+
+
+def write_sweep(tmp_path: Path, base_file: Path, extractor: Path, **changes) -> Path:
+    tree = {
+        "name": "tiny-sweep", "base": str(base_file),
+        "train_axes": {"process.schedule": ["linear", "cosine"]},
+        "sampling": {"sampler": "ddim", "steps": 3},
+        "sampling_axes": {"guidance": [0.0, 1.0]},
+        "checkpoints": ["last"],
+        "metrics": ["fid", "kid", "held_out_loss"],
+        "evaluation": {"n": 6, "ref_n": 12, "batch": 4, "fid_weights": str(extractor), "mosaic_per_class": 2},
+    }
+    tree.update(changes)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DREAMDATA_CACHE", str(tmp_path / "cache"))
+
+
+def results_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_cells_are_the_product_of_the_axes(base_file, tmp_path):
+    tree = {"base": str(base_file), "train_axes": {"process.schedule": ["linear", "cosine"],
+                                                   "train.p_uncond": [0.0, 0.1]},
+            "sampling_axes": {"sampler": ["ddpm", "ddim"], "steps": [5, 10, 50]}}
+    sweep = parse_sweep(tree, "test")
+    assert [a.name for a in sweep.arms] == ["schedule-linear_p_uncond-0.0", "schedule-linear_p_uncond-0.1",
+                                            "schedule-cosine_p_uncond-0.0", "schedule-cosine_p_uncond-0.1"]
+    assert len(sweep.cells) == 6 and sweep.cells[0]["sampler"] == "ddpm" and sweep.cells[0]["steps"] == 5
+    assert sweep.cells[-1] == {**sweep.cells[-1], "sampler": "ddim", "steps": 50, "guidance": 0.0}
+    arms = resolve_arms(sweep, tmp_path / "out")
+    assert arms[3].config.process.schedule == "cosine" and arms[3].config.train.p_uncond == 0.1
+    assert arms[0].config.process.schedule == "linear" and arms[0].config.train.p_uncond == 0.0
+    explicit = parse_sweep({"base": str(base_file), "arms": [{"name": "a", "process.num_steps": 30}],
+                            "cells": [{"sampler": "ddim", "steps": 4}, {"sampler": "ddpm"}]}, "test")
+    assert [a.name for a in explicit.arms] == ["a"] and [c["sampler"] for c in explicit.cells] == ["ddim", "ddpm"]
+    assert explicit.cells[1]["steps"] == 100  # the default fills what a cell leaves out
+
+
+def test_bad_sweep_files_name_the_key(base_file, tmp_path):
+    for tree, match in (({"base": str(base_file), "metrics": ["fdi"]}, "unknown metric 'fdi'"),
+                        ({"base": str(base_file), "sampling": {"guidance": -1}}, "guidance -1"),
+                        ({"base": str(base_file), "sampling_axes": {"steps": 5}}, "axis 'steps'"),
+                        ({"base": str(base_file), "sampling": {"sampelr": "ddim"}}, "'sampelr'"),
+                        ({"base": str(base_file), "checkpoints": [0]}, "checkpoints 0"),
+                        ({"base": str(base_file), "evaluation": {"n": 0}}, "evaluation.n")):
+        with pytest.raises(ConfigError, match=match):
+            parse_sweep(tree, "test")
+    with pytest.raises(ConfigError, match="arm 'schedule-sigmoid'.*process.schedule"):
+        resolve_arms(parse_sweep({"base": str(base_file), "train_axes": {"process.schedule": ["sigmoid"]}},
+                                 "test"), tmp_path)
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_resume_and_new_axis_values(base_file, tiny_extractor_file, tmp_path, cache, monkeypatch):
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out)]) == 0
+    results = results_of(out)
+    assert [r["cell"] for r in results] == [
+        "schedule-linear/step-4/ddim-3steps-w0", "schedule-linear/step-4/ddim-3steps-w1",
+        "schedule-cosine/step-4/ddim-3steps-w0", "schedule-cosine/step-4/ddim-3steps-w1"]
+    for r in results:
+        assert r["n"] == 6 and r["n_reference"] == 12 and r["metrics"]["fid"] > 0
+        assert r["network_evaluations"] == 6 * 3 * (2 if r["sampling"]["guidance"] else 1)
+        # the held-out loss at step 4 is the one the run logged at step 4
+        logged = [json.loads(x) for x in (out / "arms" / r["arm"] / "metrics.jsonl").read_text().splitlines()]
+        assert r["metrics"]["held_out_loss"] == [x for x in logged if "val_loss_ema" in x][-1]["val_loss_ema"]
+    summary = (out / "summary.md").read_text()
+    assert summary.count("| schedule-") == 4 and "FID" in summary and "guidance" in summary
+    for figure in ("metric-vs-guidance.png", "mosaic.png", "loss.png", "alpha_bar.png"):
+        assert (out / figure).is_file(), figure
+
+    # re-running does nothing: no cell is sampled again
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished cell was scored again")
+
+    monkeypatch.setattr(runner, "train_arm", lambda arm, log: (arm.run_dir / runner.ARM_DONE).is_file() or refuse())
+    from dreamdata.experiments import cell_scoring
+
+    original_score = cell_scoring.CellScorer.score
+    monkeypatch.setattr(cell_scoring.CellScorer, "score", refuse)
+    run_sweep(load_sweep(path), out)
+    assert results_of(out) == results
+
+    # a new guidance value runs only its two cells
+    scored = []
+
+    def counting(self, cell, run_dir, cell_dir):
+        scored.append(cell.key)
+        return original_score(self, cell, run_dir, cell_dir)
+
+    monkeypatch.setattr(cell_scoring.CellScorer, "score", counting)
+    run_sweep(load_sweep(path, ["sampling_axes={guidance: [0.0, 1.0, 2.0]}"]), out)
+    assert scored == ["schedule-linear/step-4/ddim-3steps-w2", "schedule-cosine/step-4/ddim-3steps-w2"]
+    again = results_of(out)
+    assert len(again) == 6 and [r for r in again if r["sampling"]["guidance"] != 2.0] == results
+
+    # a change that invalidates the finished cells is refused, naming the key
+    with pytest.raises(ConfigError, match="evaluation.n"):
+        run_sweep(load_sweep(path, ["evaluation.n=8"]), out)
+    with pytest.raises(ConfigError, match="train.lr"):
+        run_sweep(load_sweep(path, ["train.lr=0.5"]), out)
+    assert main(["sweep", str(path), "--out", str(out), "metrics=[fid]"]) == 2
+
+
+def test_every_cell_starts_from_the_same_noise(base_file, tiny_extractor_file, tmp_path, cache, monkeypatch):
+    """The starting noise of sample k is the same in every cell: captured from the samplers' first state."""
+    from dreamdata.sampling import generate as generate_module
+
+    starts = {}
+    original = generate_module.generate
+
+    def recording(network, process, labels, count, seed, **kwargs):
+        seen = []
+
+        def on_step(indices, i, t, x_t, x0_hat):
+            if i == 0:
+                seen.append((indices.clone(), x_t.clone()))
+        kwargs["on_step"] = on_step
+        images = original(network, process, labels, count, seed, **kwargs)
+        order = np.argsort(np.concatenate([s[0].numpy() for s in seen]))
+        starts[(kwargs["sampler"], kwargs["steps"], kwargs["guidance_scale"])] = \
+            np.concatenate([s[1].numpy() for s in seen])[order]
+        return images
+
+    monkeypatch.setattr(generate_module, "generate", recording)
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, train_axes={},
+                       sampling_axes={"sampler": ["ddim", "ddpm"], "steps": [2, 3]}, metrics=["fid"])
+    run_sweep(load_sweep(path), tmp_path / "out")
+    assert len(starts) == 4
+    first = next(iter(starts.values()))
+    assert first.shape == (6, 1, 8, 8) and abs(first.std() - 1) < 0.3  # N(0, I) noise
+    for value in starts.values():
+        assert np.array_equal(value, first)
+
+
+@pytest.mark.slow
+def test_shards_give_the_same_results_as_one_process(base_file, tiny_extractor_file, tmp_path, cache):
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, metrics=["fid", "kid"],
+                       checkpoints=["all"])
+    run_sweep(load_sweep(path), tmp_path / "one")
+    for index in (1, 0):  # one after the other: shard 1 trains what it needs itself
+        run_sweep(load_sweep(path), tmp_path / "two", shard=(index, 2), poll_seconds=0.01)
+    one, two = results_of(tmp_path / "one"), results_of(tmp_path / "two")
+    assert len(one) == 8  # 2 arms x 2 checkpoints (steps 2 and 4) x 2 guidance values
+
+    def comparable(results):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s", "checkpoint", "train_minutes")}
+                for r in results]
+
+    assert comparable(one) == comparable(two)
+    assert {r["checkpoint_step"] for r in one} == {2, 4}
+    assert (tmp_path / "one" / "metric-vs-step.png").is_file()
+
+
+def test_interrupted_cell_is_finished_on_resume(base_file, tiny_extractor_file, tmp_path, cache, monkeypatch):
+    """A cell killed mid-way leaves no result; the re-run scores it (once) and matches an uninterrupted run."""
+    from dreamdata.experiments import cell_scoring
+
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, train_axes={}, metrics=["fid"])
+    run_sweep(load_sweep(path), tmp_path / "whole")
+    original = cell_scoring.CellScorer.score
+    calls = []
+
+    def dies_on_second(self, cell, run_dir, cell_dir):
+        calls.append(cell.key)
+        if len(calls) == 2:
+            original(self, cell, run_dir, cell_dir)  # writes samples.npz, then dies before result.json
+            raise KeyboardInterrupt
+        return original(self, cell, run_dir, cell_dir)
+
+    monkeypatch.setattr(cell_scoring.CellScorer, "score", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_sweep(path), tmp_path / "cut")
+    assert len(results_of(tmp_path / "cut")) == 1
+    calls.clear()
+    monkeypatch.setattr(cell_scoring.CellScorer, "score",
+                        lambda self, *a: (calls.append(a[0].key), original(self, *a))[1])
+    run_sweep(load_sweep(path), tmp_path / "cut")
+    assert calls == ["base/step-4/ddim-3steps-w1"]
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s", "checkpoint", "train_minutes")}
+             for r in results_of(tmp_path / "whole")]
+    assert strip == [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s", "checkpoint",
+                                                              "train_minutes")} for r in results_of(tmp_path / "cut")]
+
+
+def test_figures_read_only_results_jsonl(tmp_path):
+    """Figures drawn from a hand-written results.jsonl, with no run directory or model anywhere."""
+    from dreamdata.experiments.figures import draw_figures
+    from dreamdata.experiments.sweep_config import SweepFigures
+
+    lines = []
+    for arm in ("linear", "cosine"):
+        for guidance in (0.0, 1.0, 3.0):
+            for steps in (10, 100):
+                lines.append({"cell": f"{arm}/step-5/ddim-{steps}-w{guidance}", "arm": arm, "checkpoint_step": 5,
+                              "n": 100, "sampling": {"sampler": "ddim", "steps": steps, "guidance": guidance},
+                              "metrics": {"fid": 50 - 10 * guidance + guidance ** 2 + 100 / steps}})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    drawn = {p.name for p in draw_figures(tmp_path, SweepFigures())}
+    assert drawn == {"metric-vs-guidance.png", "metric-vs-sampling-steps.png"}
+
+
+def test_blur_robustness_is_exact_with_an_oracle_denoiser(tiny_npz):
+    """An oracle that knows the sharp image predicts ε from it, so DDIM lands on the sharp image (RMSE 0);
+    the blurred input's own score is that of blurring alone, recomputed here by hand."""
+    import torch
+
+    from dreamdata.config import ProcessConfig
+    from dreamdata.evaluation.blur_robustness import blur_images, blur_robustness
+    from dreamdata.process import build_process
+
+    process = build_process(ProcessConfig(schedule="linear", num_steps=50))
+    with np.load(tiny_npz) as archive:
+        clean = torch.from_numpy(archive["images"][:6]).permute(0, 3, 1, 2).contiguous()
+    sharp = clean.float() / 127.5 - 1
+
+    class Oracle(torch.nn.Module):
+        num_classes = 0
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x_t, t, y=None):
+            a = process.schedule.alpha_bar.to(x_t)[t].view(-1, 1, 1, 1)
+            return (x_t - a.sqrt() * sharp[:len(x_t)]) / (1 - a).sqrt()
+
+    rows = blur_robustness(Oracle(), process, clean, sigmas=[0.0, 1.5], timesteps=[10, 40], batch_size=6)
+    assert [(r["sigma"], r["t"]) for r in rows] == [(0.0, 10), (1.5, 10), (0.0, 40), (1.5, 40)]
+    for row in rows:
+        assert row["rmse"] < 1e-5 and row["ssim"] > 0.9999
+    by_hand = ((blur_images(sharp, 1.5) - sharp) / 2).pow(2).mean(dim=(1, 2, 3)).sqrt().mean()
+    assert rows[1]["blurred_rmse"] == pytest.approx(float(by_hand), rel=1e-5) and rows[1]["blurred_rmse"] > 0.05
+    assert rows[0]["blurred_rmse"] == 0 and rows[0]["blurred_psnr"] is None  # identical: PSNR infinite
+
+
+def test_cold_study_through_the_sweep_reproduces_the_old_runner(tiny_npz, tiny_extractor_file, tmp_path, cache):
+    """`configs/experiments/constant-schedules.yaml`'s shape on the tiny fixture gives the numbers the former
+    `dreamdata.cold_study` runner gave on the same study (tests/data/cold_study_results.json)."""
+    expected = json.loads((Path(__file__).parent / "data" / "cold_study_results.json").read_text())["arms"]
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({
+        "data": {"dataset": f"npz:{tiny_npz}", "val_fraction": 0.1},
+        "model": {**TINY_MODEL, "class_conditional": False},
+        "train": {"batch_size": 8, "steps": 3, "warmup_steps": 1, "log_every": 3, "val_every": 3, "val_batches": 1,
+                  "checkpoint_every": 0, "sample_grid": False, "progress": False, "device": "cpu"}}))
+    sweep = tmp_path / "cold.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "tiny-cold", "base": str(base), "table": "cold-study",
+        "arms": [{"name": "blur", "process": {"kind": "blur", "num_steps": 6, "kernel_size": 5, "blur_beta": 1.0}},
+                 {"name": "noise-constant", "process": {"kind": "gaussian", "schedule": "constant",
+                                                        "constant_beta": 0.1, "num_steps": 20}}],
+        "sampling": {"sampler": {"gaussian": "ddim", "blur": "cold-improved"}, "steps": {"gaussian": 4, "blur": None}},
+        "metrics": ["fid", "restoration", "held_out_loss"],
+        "evaluation": {"n": 6, "ref_n": 20, "batch": 4, "reconstruction_count": 5,
+                       "fid_weights": str(tiny_extractor_file)}}))
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out)]) == 0
+    for r in results_of(out):
+        old = expected[r["arm"]]
+        m = r["metrics"]
+        assert r["process"]["kind"] == old["process"] and r["process"]["num_steps"] == old["num_steps"]
+        assert r["sampling"]["sampler"] == old["sampler"] and r["sampling"]["steps"] == old["sampling_steps"]
+        assert r["checkpoint_step"] == old["train_steps"] and r["images_seen"] == old["images_seen"]
+        assert m["held_out_loss"] == pytest.approx(old["held_out_loss"], rel=1e-6)
+        for key in ("rmse", "ssim", "psnr"):
+            assert m["restoration"][key] == pytest.approx(old[key], rel=1e-5), key
+        assert m["fid"] == pytest.approx(old["fid"], rel=1e-4)
+    table = (out / "table.md").read_text()
+    assert table.splitlines()[0].startswith("| arm | process | T | train steps (images) | train min |")
+    assert "| blur | blur (constant) | 6 | 3 (24) |" in table and "0.4038 | 0.0063 | 7.88 | 0.3 |" in table
