@@ -74,7 +74,7 @@ def arm_config(sweep: SweepConfig, spec: ArmSpec, out_dir: Path) -> Arm:
         update: dict[str, Any] = {}
         set_dotted(update, key, value)
         tree = merge_trees(tree, update)
-    if sweep.checkpoints != ["last"]:
+    if any(cell.get("checkpoints", sweep.checkpoints) != ["last"] for cell in sweep.cells):
         set_dotted(tree, "train.keep_checkpoints", 0)
     for key, value in (("name", spec.name), ("train.device", sweep.device), ("train.progress", False),
                        ("train.num_threads", sweep.num_threads)):
@@ -87,13 +87,16 @@ def arm_config(sweep: SweepConfig, spec: ArmSpec, out_dir: Path) -> Arm:
     return Arm(spec.name, dict(spec.overrides), config, out_dir / "arms" / spec.name)
 
 
-def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int, process) -> dict[str, Any]:
+def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int, process,
+                     conditional: bool = True) -> dict[str, Any]:
     """One cell's sampling settings for an arm: per-process values picked, the default sampler and
-    ``steps: null`` (every step T) filled in, steps capped at T."""
+    ``steps: null`` (every step T) filled in, steps capped at T, guidance 0 for an unconditional arm."""
     from dreamdata.sampling.from_run import sampler_and_steps
 
     resolved = {}
     for key, value in settings.items():
+        if key == "checkpoints":
+            continue
         if isinstance(value, dict):
             if process_kind not in value:
                 raise ConfigError(f"sampling {key!r} = {value!r} has no value for a {process_kind} process")
@@ -102,6 +105,8 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
     sampler, steps = sampler_and_steps(process, resolved["sampler"], resolved["steps"] or num_steps,
                                        start_noise=resolved["start_noise"])
     resolved["sampler"], resolved["steps"] = sampler, min(int(steps), num_steps)
+    if not conditional:
+        resolved["guidance"] = 0.0
     return resolved
 
 

@@ -59,15 +59,18 @@ def estimate_sweep(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
             round(tc.epochs * steps_per_epoch) if tc.epochs is not None else None)
         train_minutes = 0.0 if arm.external else (
             tc.minutes if total_steps is None else total_steps * tc.batch_size * TRAIN_PASSES_PER_IMAGE / rate / 60)
-        if "all" in sweep.checkpoints and total_steps is not None and tc.checkpoint_every:
-            checkpoints = total_steps // tc.checkpoint_every + (total_steps % tc.checkpoint_every > 0)
-        else:
-            checkpoints = len(set(sweep.checkpoints))
         process = build_process(arm.config.process)
         conditional = arm.config.model.class_conditional
         cells = []
         for settings in sweep.cells:
-            sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process)
+            wanted = settings.get("checkpoints", sweep.checkpoints)
+            if "all" in wanted and total_steps is not None and tc.checkpoint_every:
+                checkpoints = total_steps // tc.checkpoint_every + (total_steps % tc.checkpoint_every > 0)
+            else:
+                checkpoints = len(set(wanted))
+            sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process, conditional)
+            if any(c["sampling"] == sampling for c in cells):  # e.g. guidance values of an unconditional arm
+                continue
             guided = conditional and float(sampling["guidance"]) != 0
             evaluations = sweep.evaluation.n * sampling["steps"] * (2 if guided else 1) * checkpoints
             cells.append({"sampling": sampling, "checkpoints": checkpoints, "network_evaluations": evaluations,
@@ -81,6 +84,5 @@ def estimate_sweep(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
         report["total_network_evaluations"] += arm_evaluations
         report["total_cpu_minutes"] += arm_minutes
     report["total_cpu_minutes"] = round(report["total_cpu_minutes"], 1)
-    report["total_cells"] = sum(len(a["cells"]) * a["cells"][0]["checkpoints"] if a["cells"] else 0
-                                for a in report["arms"])
+    report["total_cells"] = sum(c["checkpoints"] for a in report["arms"] for c in a["cells"])
     return report

@@ -171,16 +171,20 @@ def plan_cells(sweep: SweepConfig, arms: list[Arm]) -> list[Cell]:
     cells = []
     for arm in arms:
         process = build_process(arm.config.process)
-        steps = select_checkpoints(sweep.checkpoints, checkpoint_steps(arm.run_dir), arm.name)
-        for step in steps:
-            for settings in sweep.cells:
-                try:
-                    sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process)
-                except ConfigError as error:
-                    raise ConfigError(f"{sweep.source}: arm {arm.name!r}: {error}") from None
-                cell = make_cell(arm.name, step, sampling)
-                if all(c.key != cell.key for c in cells):  # e.g. steps 1000 and null on a T = 1000 arm
-                    cells.append(cell)
+        available = checkpoint_steps(arm.run_dir)
+        arm_cells = []
+        for settings in sweep.cells:
+            try:
+                sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process,
+                                            conditional=arm.config.model.class_conditional)
+            except ConfigError as error:
+                raise ConfigError(f"{sweep.source}: arm {arm.name!r}: {error}") from None
+            wanted = settings.get("checkpoints", sweep.checkpoints)
+            for step in select_checkpoints(wanted, available, arm.name):
+                arm_cells.append(make_cell(arm.name, step, sampling))
+        for cell in sorted(arm_cells, key=lambda c: c.checkpoint_step):  # stable: cell order within a step
+            if all(c.key != cell.key for c in cells):  # e.g. steps 1000 and null on a T = 1000 arm
+                cells.append(cell)
     return cells
 
 

@@ -16,12 +16,14 @@ file is YAML with these keys::
     sampling_axes:                   # sampling key -> values; every combination x checkpoint is one cell
       sampler: [ddpm]
       steps: [500, 100]
-    cells:                           # or: an explicit list of sampling settings, one per cell
+    cells:                           # or: an explicit list of sampling settings, one per cell; a cell
+                                     # may name its own checkpoints ({guidance: 0, checkpoints: all})
     checkpoints: [last]              # which checkpoints of each arm: last, all, or training steps
     metrics: [fid, kid]              # see METRICS
     evaluation: {n: 2000, ref_split: test, ref_n: 2000}
     figures: {loss_skip_first: 0, loss_log: false}
 
+An unconditional arm samples every cell with w = 0, so cells that differ only in guidance collapse into one.
 A sampling value may also be a mapping from process kind to value (``sampler: {gaussian: ddim, blur:
 cold-improved}``), so arms with different processes share one sweep. ``steps: null`` means every step T.
 """
@@ -103,7 +105,7 @@ class SweepConfig:
     base: Optional[str]
     overrides: list[str]
     arms: list[ArmSpec]
-    cells: list[dict[str, Any]]  # sampling settings, defaults filled in
+    cells: list[dict[str, Any]]  # sampling settings, defaults filled in (and a cell's own "checkpoints")
     checkpoints: list[Any]  # "last", "all" or ints
     metrics: list[str]
     evaluation: SweepEvaluation
@@ -171,6 +173,8 @@ def _parse_arms(origin: str, tree: dict[str, Any]) -> list[ArmSpec]:
 
 
 def _check_sampling(origin: str, settings: dict[str, Any]) -> dict[str, Any]:
+    settings = dict(settings)
+    checkpoints = settings.pop("checkpoints", None)  # a cell may score other checkpoints than the sweep's
     unknown = sorted(set(settings) - set(SAMPLING_DEFAULTS))
     if unknown:
         raise ConfigError(f"{origin}: unknown sampling key {unknown[0]!r} (known: {', '.join(SAMPLING_DEFAULTS)})")
@@ -182,7 +186,10 @@ def _check_sampling(origin: str, settings: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{origin}: guidance {option!r}: expected a number >= 0")
             if key == "steps" and option is not None and not (isinstance(option, int) and option >= 1):
                 raise ConfigError(f"{origin}: steps {option!r}: expected a positive integer or null (every step)")
-    return {**SAMPLING_DEFAULTS, **settings}
+    resolved = {**SAMPLING_DEFAULTS, **settings}
+    if checkpoints is not None:
+        resolved["checkpoints"] = _parse_checkpoints(origin, checkpoints)
+    return resolved
 
 
 def _parse_cells(origin: str, tree: dict[str, Any]) -> list[dict[str, Any]]:
