@@ -112,13 +112,24 @@ def test_rgb_to_grayscale_matches_pil_luma(tmp_path):
     assert data.channels == 1 and torch.equal(data.images[:, 0], torch.from_numpy(np.stack(pil_gray)))
 
 
-def test_resize_to_image_size(tmp_path):
-    make_folder(tmp_path / "imgs")
+def test_resize_to_image_size_matches_pil_bilinear(tmp_path):
+    """The resize is antialiased bilinear: PIL's ``Image.resize(BILINEAR)`` is the independent reference
+    (bit-identical for an integer factor, within one grey level otherwise)."""
+    written = make_folder(tmp_path / "imgs")
     spec = f"folder:{tmp_path / 'imgs'}"
-    native = load_dataset(config(tmp_path, spec))
     small = load_dataset(config(tmp_path, spec, image_size=4))
     assert small.images.shape == (9, 3, 4, 4) and small.image_size == 4
-    assert torch.equal(small.images, resize_images(native.images, 4))
+    arrays = [pixels for name in sorted(written) for pixels in written[name]]
+
+    def pil_resized(size):
+        return torch.from_numpy(np.stack([np.asarray(Image.fromarray(p).resize((size, size), Image.BILINEAR))
+                                          for p in arrays])).permute(0, 3, 1, 2)
+
+    assert torch.equal(small.images, pil_resized(4))
+    odd = load_dataset(config(tmp_path, spec, image_size=5)).images
+    assert (odd.int() - pil_resized(5).int()).abs().max() <= 1
+    native = load_dataset(config(tmp_path, spec)).images
+    assert torch.equal(resize_images(native, 8), native)  # already the size: untouched
 
 
 def test_mixed_sizes_need_image_size(tmp_path):

@@ -12,7 +12,8 @@ finished one), then scores it from its run directory alone:
 * held-out loss: the last ``val_loss_ema`` in ``metrics.jsonl`` (each arm's *own* objective - ε-MSE for
   noise, x0-L1/L2 for blur - so it shows convergence, not a comparison across arms);
 * conditional reconstruction: the first ``test_images`` test images degraded to the last step
-  (``q_sample`` at ``T - 1``) and restored by the arm's sampler; RMSE, SSIM, PSNR in ``[0, 1]``;
+  (``q_sample`` at ``T - 1``) and restored by the arm's sampler; RMSE, SSIM, PSNR in ``[0, 1]``, and the same
+  scores of the degraded input (``degraded_rmse`` ...), the baseline a restoration has to beat;
 * unconditional samples: ``samples`` images (``samples.npz``, uint8 NHWC) and a grid; FID when a scorer
   ``fid_of(images_uint8_nchw) -> float`` is passed (the column is left out otherwise).
 
@@ -154,6 +155,8 @@ def evaluate_arm(run_dir: Path, out_dir: Path, settings: EvaluationSettings,
                                              batch_size=settings.batch, device=settings.device)
     reconstruction_seconds = time.perf_counter() - clock
     scores = restoration_scores(restored, clean)
+    # the degraded input's own scores: the baseline a restoration has to beat
+    scores.update({f"degraded_{key}": value for key, value in restoration_scores(degraded, clean).items()})
     shown = min(count, 16)
     write_png(uint8_grid(torch.cat([clean[:shown], degraded[:shown], restored[:shown]]), nrow=shown),
               out_dir / "reconstructions.png")
