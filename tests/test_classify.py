@@ -23,6 +23,7 @@ from dreamdata.classify import (
 )
 from dreamdata.classify.train import augment_batch, lr_factor
 from dreamdata.cli import main
+from dreamdata.data import resolve_hflip
 from dreamdata.errors import ConfigError
 from dreamdata.study.arms import parse_arms, synthetic_subset
 from dreamdata.study.config import load_study_config
@@ -162,7 +163,8 @@ def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsy
     args = ["augment", "--real", f"npz:{real}", "--real-per-class", "4", "--synthetic", str(synthetic),
             "--seeds", "2", "--steps", "6", "--batch-size", "8", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
-    assert "real+synthetic - real" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "real+synthetic - real" in printed and "horizontal flips off (the default for npz: data)" in printed
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 6
     summary = json.loads((out / "summary.json").read_text())
@@ -189,6 +191,8 @@ def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsy
     for name in ("summary.md", "confusion-real.png", "confusion-real_synthetic.png", "confusion-synthetic.png"):
         assert (out / name).is_file(), name
     report = (out / "summary.md").read_text()
+    assert "horizontal flips off" in report  # npz: data is not flipped unless asked
+    assert all(json.loads(line)["identity"]["classifier"]["hflip"] is False for line in lines)
     assert "Confusion matrix, real+synthetic" in report
     assert "| true \\ predicted | hstripes | vstripes | square |" in report
     assert main(args) == 0  # resumes: nothing retrained
@@ -201,6 +205,32 @@ def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsy
     assert again["arms"]["real+synthetic"]["train_images"] == 24
     assert main(args[:-2] + ["--out", str(tmp_path / "x"), "--arms", "real,synthetic", "--synthetic",
                              str(tmp_path / "nope")]) == 2
+
+
+def test_hflip_options_of_augment_and_classifier(pattern_npzs, tmp_path, capsys):
+    """--hflip/--no-hflip override the dataset default (off for npz:); the choice is printed and recorded,
+    and a study asked to flip does not reuse results trained without flips."""
+    from dreamdata.classify.checkpoint import load_classifier
+    from safetensors import safe_open
+
+    real, synthetic = pattern_npzs
+    common = ["--real", f"npz:{real}", "--steps", "3", "--batch-size", "8", "--device", "cpu"]
+    for flag, expected, phrase in (([], False, "off (the default for npz: data)"), (["--hflip"], True, "on (--hflip)"),
+                                   (["--no-hflip"], False, "off (--no-hflip)")):
+        path = tmp_path / f"clf{len(flag)}{expected}.safetensors"
+        assert main(["classifier", *common, *flag, "--out", str(path)]) == 0
+        assert f"horizontal flips {phrase}" in capsys.readouterr().out
+        load_classifier(path)  # still a valid classifier file
+        with safe_open(str(path), framework="pt") as handle:
+            assert json.loads(handle.metadata()["extra"])["hflip"] is expected
+    out = tmp_path / "flip-study"
+    args = ["augment", *common, "--arms", "real", "--seeds", "1", "--out", str(out)]
+    assert main(args) == 0
+    assert main(args + ["--hflip"]) == 0  # another classifier config: trained again, not reused
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["identity"]["classifier"]["hflip"] for r in records] == [False, True]
+    assert "horizontal flips on" in (out / "summary.md").read_text()
+    assert "augment: horizontal flips on (--hflip)" in capsys.readouterr().out
 
 
 def write_tiny_study(tmp_path, real, name: str, budget: str, dream: str, seeds: int, classifier_steps: int):
@@ -235,6 +265,11 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
         assert (study / name).is_file(), name
     summary = json.loads((study / "summary.json").read_text())
     assert summary["per_k"]["4"]["synthetic_images"] == 9 and summary["per_k"]["4"]["real_images"] == 12
+    # npz: data: the classifiers are not flipped (the dataset default), and both reports say so
+    assert "horizontal flips off (the default for npz: data)" in (study / "summary.md").read_text()
+    assert "horizontal flips off" in (study / "K4" / "augment" / "summary.md").read_text()
+    results = (study / "K4" / "augment" / "results.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["identity"]["classifier"]["hflip"] is False for line in results)
     assert main(["study", str(config)]) == 0  # everything done: resumes to the same report
     assert main(["study", str(config), "augment.seeds=3"]) == 2  # another config into the same directory
     with pytest.raises(ConfigError, match="generator.minutes"):
@@ -254,6 +289,7 @@ def test_shipped_study_configs_resolve(name):
         run = generator_run_config(config, index)
         assert run.model.class_conditional  # the dream needs a class-conditional generator
         assert (run.data.per_class, run.data.dataset) == (k, config.real.dataset)
+        assert resolve_hflip(run.data.hflip, run.data.dataset) == (config.real.dataset != "mnist")
         unit, amount = config.generator.budget(index)
         assert getattr(run.train, unit) == amount
 

@@ -80,7 +80,8 @@ class GaussianDiffusion:
         """Build from a :class:`~dreamdata.config.ProcessConfig` (schedule, T, prediction, weighting).
 
         A schedule whose ``alpha_bar_T`` underflows float32 is a :class:`~dreamdata.errors.ConfigError`;
-        a linear one that ends far from pure noise warns (:func:`~dreamdata.process.schedules.check_terminal_alpha_bar`).
+        a linear one that ends far from pure noise warns
+        (:func:`~dreamdata.process.schedules.check_terminal_alpha_bar`).
         """
         betas = betas_from_config(config)
         check_terminal_alpha_bar(config, float(torch.cumprod(1.0 - betas, dim=0)[-1]))
