@@ -157,6 +157,7 @@ def pattern_npzs(tmp_path):
     return tmp_path / "real.npz", tmp_path / "syn.npz"
 
 
+@pytest.mark.slow
 def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsys):
     real, synthetic = pattern_npzs
     out = tmp_path / "study"
@@ -253,6 +254,7 @@ classifier_steps: [{classifier_steps}]
     return config
 
 
+@pytest.mark.slow
 def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
     real, _ = pattern_npzs
     config = write_tiny_study(tmp_path, real, "tiny-study", budget="minutes: [0.02]",
@@ -294,6 +296,7 @@ def test_shipped_study_configs_resolve(name):
         assert getattr(run.train, unit) == amount
 
 
+@pytest.mark.slow
 def test_study_generator_step_budget_and_older_study_files(pattern_npzs, tmp_path):
     """`generator.steps` trains each K's generator for exactly that many optimiser steps (replacing the
     machine-dependent minutes budget), and a study.yaml written before a key existed still resumes."""

@@ -37,6 +37,7 @@ def study_file(tiny_npz, tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_study_trains_scores_and_tabulates(study_file, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["cold-study", str(study_file), "--out", str(out), "--no-fid"]) == 0

@@ -127,6 +127,7 @@ def test_rerun_with_other_arguments_or_model_is_a_clear_error(tiny_run, tmp_path
     assert "not empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sharded_generation_equals_single_process(tiny_run, tmp_path):
     run, _ = tiny_run
     single = tmp_path / "single"
