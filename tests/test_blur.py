@@ -221,6 +221,7 @@ def test_blur_keys_are_not_checked_for_gaussian_runs():
 BLUR = ["process.kind=blur", "process.num_steps=8", "process.kernel_size=5", "process.blur_beta=0.5"]
 
 
+@pytest.mark.slow
 def test_blur_run_trains_resumes_exactly_and_samples(tiny_overrides, tmp_path, capsys):
     overrides = tiny_overrides + BLUR + ["train.steps=12", "train.log_every=3", "train.checkpoint_every=0",
                                          "train.sample_per_class=2"]

@@ -23,6 +23,7 @@ from dreamdata.classify import (
 )
 from dreamdata.classify.train import augment_batch, lr_factor
 from dreamdata.cli import main
+from dreamdata.data import resolve_hflip
 from dreamdata.errors import ConfigError
 from dreamdata.study.arms import parse_arms, synthetic_subset
 from dreamdata.study.config import load_study_config
@@ -67,16 +68,56 @@ def test_classifiers_map_images_to_logits():
         build_classifier("resnet50", 1, 2)
 
 
+def identify_augmentation(out: torch.Tensor, image: torch.Tensor, p: int) -> list[tuple[bool, int, int]]:
+    """Every ``(flipped, dy, dx)`` whose flip-then-shift of ``image`` (zeros shifted in) equals ``out``,
+    built by hand: the image pasted into a zero canvas at offset ``(p - dy, p - dx)``."""
+    channels, height, width = image.shape
+    found = []
+    for flipped in (False, True):
+        source = image.flip(2) if flipped else image
+        for dy in range(-p, p + 1):
+            for dx in range(-p, p + 1):
+                canvas = torch.zeros(channels, height + 2 * p, width + 2 * p)
+                canvas[:, p:p + height, p:p + width] = source
+                # output pixel (i, j) is input pixel (i + dy, j + dx): a shift by (-dy, -dx)
+                window = canvas[:, p + dy:p + dy + height, p + dx:p + dx + width]
+                if torch.equal(out, window):
+                    found.append((flipped, dy, dx))
+    return found
+
+
 def test_batched_augmentation_flips_and_translates():
-    images = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    """On 200 images whose pixels are all distinct and non-zero, each output is exactly one flip-and-shift
+    of its input, with zeros shifted in: about half are flipped, and all 9 shifts of padding 1 occur."""
+    count, p = 200, 1
+    images = (torch.arange(count * 2 * 4 * 5, dtype=torch.float32).reshape(count, 2, 4, 5) + 1)
     generator = torch.Generator().manual_seed(0)
-    flipped = augment_batch(images, hflip=True, crop_padding=0, generator=generator)
-    for k in range(2):
-        assert torch.equal(flipped[k], images[k]) or torch.equal(flipped[k], images[k].flip(2))
-    shifted = augment_batch(images, hflip=False, crop_padding=1, generator=generator)
-    padded = torch.nn.functional.pad(images, (1, 1, 1, 1))
-    for k in range(2):
-        assert any(torch.equal(shifted[k], padded[k, :, dy:dy + 4, dx:dx + 4]) for dy in range(3) for dx in range(3))
+    out = augment_batch(images, hflip=True, crop_padding=p, generator=generator)
+    assert out.shape == images.shape and not torch.equal(out, images)
+    draws = []
+    for k in range(count):
+        found = identify_augmentation(out[k], images[k], p)
+        assert len(found) == 1, (k, found)  # distinct pixels: exactly one explanation
+        draws.append(found[0])
+    flips = sum(flipped for flipped, _, _ in draws)
+    assert 70 <= flips <= 130  # Binomial(200, 1/2): mean 100, sd 7.1; this is beyond 4 sd
+    shifts = {(dy, dx): sum(1 for _, y, x in draws if (y, x) == (dy, dx)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    assert all(n >= 6 for n in shifts.values()), shifts  # each of the 9: expected 22.2
+    # the zero border: a shifted image has a full row/column of zeros on the side shifted in, never elsewhere
+    for k, (_, dy, dx) in enumerate(draws):
+        assert bool((out[k] == 0).any()) == ((dy, dx) != (0, 0))
+        if dy == 1:
+            assert torch.equal(out[k, :, -1], torch.zeros(2, 5))
+        if dx == -1:
+            assert torch.equal(out[k, :, :, 0], torch.zeros(2, 4))
+    # flips only: the same flip rate, no shift; neither: the identity
+    only_flips = augment_batch(images, hflip=True, crop_padding=0, generator=torch.Generator().manual_seed(1))
+    flipped = [bool(torch.equal(only_flips[k], images[k].flip(2))) for k in range(count)]
+    assert all(flipped[k] or torch.equal(only_flips[k], images[k]) for k in range(count))
+    assert 70 <= sum(flipped) <= 130
+    assert torch.equal(augment_batch(images, hflip=False, crop_padding=0, generator=generator), images)
+    never_flipped = augment_batch(images, hflip=False, crop_padding=p, generator=generator)
+    assert all(not identify_augmentation(never_flipped[k], images[k], p)[0][0] for k in range(count))
     assert lr_factor(0, 100, 0.1) == pytest.approx(0.1) and lr_factor(100, 100, 0.1) == 0.0
 
 
@@ -116,22 +157,43 @@ def pattern_npzs(tmp_path):
     return tmp_path / "real.npz", tmp_path / "syn.npz"
 
 
+@pytest.mark.slow
 def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsys):
     real, synthetic = pattern_npzs
     out = tmp_path / "study"
     args = ["augment", "--real", f"npz:{real}", "--real-per-class", "4", "--synthetic", str(synthetic),
             "--seeds", "2", "--steps", "6", "--batch-size", "8", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
-    assert "real+synthetic - real" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "real+synthetic - real" in printed and "horizontal flips off (the default for npz: data)" in printed
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 6
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["arms"]) == {"real", "real+synthetic", "synthetic"}
     assert summary["arms"]["real"]["train_images"] == 12 and summary["arms"]["real+synthetic"]["train_images"] == 48
     assert set(summary["comparisons"]) == {"real+synthetic - real", "synthetic - real"}
+    # every accuracy is the trace of its confusion matrix over its total (the test split: same total each time)
+    records = [json.loads(line) for line in lines]
+    totals = {int(np.sum(r["confusion"])) for r in records}
+    assert len(totals) == 1 and totals.pop() > 0
+    for r in records:
+        assert r["accuracy"] == pytest.approx(np.trace(r["confusion"]) / np.sum(r["confusion"]))
+    by_arm = {arm: [next(r for r in records if (r["arm"], r["seed"]) == (arm, seed)) for seed in (0, 1)]
+              for arm in summary["arms"]}
+    for arm, row in summary["arms"].items():
+        assert row["accuracies"] == [r["accuracy"] for r in by_arm[arm]]
+        assert row["accuracy_mean"] == pytest.approx(np.mean(row["accuracies"]))
+        assert row["confusion_sum"] == np.sum([r["confusion"] for r in by_arm[arm]], axis=0).tolist()
+    # the paired difference is the mean over seeds of (arm - real), seed by seed
+    for arm in ("real+synthetic", "synthetic"):
+        differences = [a - b for a, b in zip(summary["arms"][arm]["accuracies"], summary["arms"]["real"]["accuracies"])]
+        comparison = summary["comparisons"][f"{arm} - real"]
+        assert comparison["n"] == 2 and comparison["mean_difference"] == pytest.approx(np.mean(differences))
     for name in ("summary.md", "confusion-real.png", "confusion-real_synthetic.png", "confusion-synthetic.png"):
         assert (out / name).is_file(), name
     report = (out / "summary.md").read_text()
+    assert "horizontal flips off" in report  # npz: data is not flipped unless asked
+    assert all(json.loads(line)["identity"]["classifier"]["hflip"] is False for line in lines)
     assert "Confusion matrix, real+synthetic" in report
     assert "| true \\ predicted | hstripes | vstripes | square |" in report
     assert main(args) == 0  # resumes: nothing retrained
@@ -144,6 +206,32 @@ def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsy
     assert again["arms"]["real+synthetic"]["train_images"] == 24
     assert main(args[:-2] + ["--out", str(tmp_path / "x"), "--arms", "real,synthetic", "--synthetic",
                              str(tmp_path / "nope")]) == 2
+
+
+def test_hflip_options_of_augment_and_classifier(pattern_npzs, tmp_path, capsys):
+    """--hflip/--no-hflip override the dataset default (off for npz:); the choice is printed and recorded,
+    and a study asked to flip does not reuse results trained without flips."""
+    from dreamdata.classify.checkpoint import load_classifier
+    from safetensors import safe_open
+
+    real, synthetic = pattern_npzs
+    common = ["--real", f"npz:{real}", "--steps", "3", "--batch-size", "8", "--device", "cpu"]
+    for flag, expected, phrase in (([], False, "off (the default for npz: data)"), (["--hflip"], True, "on (--hflip)"),
+                                   (["--no-hflip"], False, "off (--no-hflip)")):
+        path = tmp_path / f"clf{len(flag)}{expected}.safetensors"
+        assert main(["classifier", *common, *flag, "--out", str(path)]) == 0
+        assert f"horizontal flips {phrase}" in capsys.readouterr().out
+        load_classifier(path)  # still a valid classifier file
+        with safe_open(str(path), framework="pt") as handle:
+            assert json.loads(handle.metadata()["extra"])["hflip"] is expected
+    out = tmp_path / "flip-study"
+    args = ["augment", *common, "--arms", "real", "--seeds", "1", "--out", str(out)]
+    assert main(args) == 0
+    assert main(args + ["--hflip"]) == 0  # another classifier config: trained again, not reused
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["identity"]["classifier"]["hflip"] for r in records] == [False, True]
+    assert "horizontal flips on" in (out / "summary.md").read_text()
+    assert "augment: horizontal flips on (--hflip)" in capsys.readouterr().out
 
 
 def write_tiny_study(tmp_path, real, name: str, budget: str, dream: str, seeds: int, classifier_steps: int):
@@ -166,6 +254,7 @@ classifier_steps: [{classifier_steps}]
     return config
 
 
+@pytest.mark.slow
 def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
     real, _ = pattern_npzs
     config = write_tiny_study(tmp_path, real, "tiny-study", budget="minutes: [0.02]",
@@ -178,6 +267,11 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
         assert (study / name).is_file(), name
     summary = json.loads((study / "summary.json").read_text())
     assert summary["per_k"]["4"]["synthetic_images"] == 9 and summary["per_k"]["4"]["real_images"] == 12
+    # npz: data: the classifiers are not flipped (the dataset default), and both reports say so
+    assert "horizontal flips off (the default for npz: data)" in (study / "summary.md").read_text()
+    assert "horizontal flips off" in (study / "K4" / "augment" / "summary.md").read_text()
+    results = (study / "K4" / "augment" / "results.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["identity"]["classifier"]["hflip"] is False for line in results)
     assert main(["study", str(config)]) == 0  # everything done: resumes to the same report
     assert main(["study", str(config), "augment.seeds=3"]) == 2  # another config into the same directory
     with pytest.raises(ConfigError, match="generator.minutes"):
@@ -197,10 +291,12 @@ def test_shipped_study_configs_resolve(name):
         run = generator_run_config(config, index)
         assert run.model.class_conditional  # the dream needs a class-conditional generator
         assert (run.data.per_class, run.data.dataset) == (k, config.real.dataset)
+        assert resolve_hflip(run.data.hflip, run.data.dataset) == (config.real.dataset != "mnist")
         unit, amount = config.generator.budget(index)
         assert getattr(run.train, unit) == amount
 
 
+@pytest.mark.slow
 def test_study_generator_step_budget_and_older_study_files(pattern_npzs, tmp_path):
     """`generator.steps` trains each K's generator for exactly that many optimiser steps (replacing the
     machine-dependent minutes budget), and a study.yaml written before a key existed still resumes."""

@@ -163,6 +163,31 @@ def test_guidance_zero_is_the_conditional_restorer(sampler):
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
+def test_guided_x0_is_the_classifier_free_combination(sampler):
+    """At every step x̂_0 = (1 + w) out(x_t, t, c) - w out(x_t, t, null) (Ho & Salimans 2022, eq. 6),
+    recomputed here from the recorded x_t with the restorer called directly."""
+    process = blur()
+    w = 1.5
+
+    def fn(x, t, c):  # nonlinear in x, different per class and per step
+        return torch.tanh(3 * x + 0.1 * t.view(-1, 1, 1, 1)) * (1 + 0.5 * c.view(-1, 1, 1, 1)) - 0.2 * c.view(-1, 1, 1, 1)
+
+    network = Restorer(fn, num_classes=2)
+    start = torch.randn((3, *SHAPE), generator=seeded(7), dtype=torch.float64)
+    labels = torch.tensor([0, 1, 1])
+    null = torch.full_like(labels, network.null_class)
+    trajectory = []
+    sampler(network, process, start, timestep_sequence(10, 4), class_labels=labels, guidance_scale=w,
+            x0_clip="none", callback=lambda i, t, x_t, x0_hat: trajectory.append((int(t), x_t, x0_hat)))
+    assert [t for t, _, _ in trajectory] == timestep_sequence(10, 4).tolist()
+    for t, x_t, x0_hat in trajectory:
+        steps = torch.full((3,), t)
+        expected = (1 + w) * fn(x_t, steps, labels) - w * fn(x_t, steps, null)
+        torch.testing.assert_close(x0_hat, expected, rtol=0, atol=1e-12)
+        assert not torch.allclose(x0_hat, fn(x_t, steps, labels))  # guidance did change it
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_bad_arguments_are_reported(sampler):
     process = blur()
     start = torch.randn(2, *SHAPE)

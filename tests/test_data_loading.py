@@ -112,13 +112,24 @@ def test_rgb_to_grayscale_matches_pil_luma(tmp_path):
     assert data.channels == 1 and torch.equal(data.images[:, 0], torch.from_numpy(np.stack(pil_gray)))
 
 
-def test_resize_to_image_size(tmp_path):
-    make_folder(tmp_path / "imgs")
+def test_resize_to_image_size_matches_pil_bilinear(tmp_path):
+    """The resize is antialiased bilinear: PIL's ``Image.resize(BILINEAR)`` is the independent reference
+    (bit-identical for an integer factor, within one grey level otherwise)."""
+    written = make_folder(tmp_path / "imgs")
     spec = f"folder:{tmp_path / 'imgs'}"
-    native = load_dataset(config(tmp_path, spec))
     small = load_dataset(config(tmp_path, spec, image_size=4))
     assert small.images.shape == (9, 3, 4, 4) and small.image_size == 4
-    assert torch.equal(small.images, resize_images(native.images, 4))
+    arrays = [pixels for name in sorted(written) for pixels in written[name]]
+
+    def pil_resized(size):
+        return torch.from_numpy(np.stack([np.asarray(Image.fromarray(p).resize((size, size), Image.BILINEAR))
+                                          for p in arrays])).permute(0, 3, 1, 2)
+
+    assert torch.equal(small.images, pil_resized(4))
+    odd = load_dataset(config(tmp_path, spec, image_size=5)).images
+    assert (odd.int() - pil_resized(5).int()).abs().max() <= 1
+    native = load_dataset(config(tmp_path, spec)).images
+    assert torch.equal(resize_images(native, 8), native)  # already the size: untouched
 
 
 def test_mixed_sizes_need_image_size(tmp_path):
@@ -413,3 +424,42 @@ def test_pad_to_adds_black_border_without_scaling(tmp_path):
     assert data.images.sum() == 4 * 36 * 200  # the border is zero
     with pytest.raises(DataError, match="pad_to=4"):
         load_dataset(DataConfig(dataset=f"npz:{path}", pad_to=4))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Horizontal flips: a dataset-dependent default
+
+
+def test_hflip_default_depends_on_the_dataset():
+    """Flipping keeps the label of clothes and photographs, not of digits; for the user's own files
+    dreamdata cannot know, so it does not flip unless asked."""
+    from dreamdata.config import load_config
+    from dreamdata.data import default_hflip, resolve_hflip
+
+    expected = {"mnist": False, "fashion-mnist": True, "Fashion_MNIST": True, "cifar10": True, "cifar100": True,
+                "npz:/data/x.npz": False, "folder:/data/x": False, "zip:/data/x.zip": False}
+    assert {spec: default_hflip(spec) for spec in expected} == expected
+    for spec in expected:  # an explicit choice always wins
+        assert resolve_hflip(True, spec) is True and resolve_hflip(False, spec) is False
+    assert DataConfig().hflip is None  # null = "the dataset's default"
+    for preset in ("tiny", "demo", "fashion-mnist", "cifar10"):  # no preset forces flips on other data
+        assert load_config(preset).data.hflip is None, preset
+    assert load_config("tiny", ["data.hflip=false"]).data.hflip is False
+    assert load_config("tiny", ["data.hflip=true"]).data.hflip is True
+    with pytest.raises(DataError, match="unknown dataset"):
+        default_hflip("imagenet")
+
+
+def test_training_flips_only_where_the_dataset_default_or_the_config_says(tmp_path, tiny_npz, capsys):
+    from dreamdata.config import load_config
+    from dreamdata.training.trainer import Trainer
+
+    common = [f"data.dataset=npz:{tiny_npz}", f"runs_dir={tmp_path / 'runs'}", "data.per_class=null"]
+    assert Trainer(load_config("tiny", common)).stream.hflip is False  # npz: off by default
+    assert Trainer(load_config("tiny", [*common, "data.hflip=true"])).stream.hflip is True
+    preset = load_config("fashion-mnist", [*common, "train.batch_size=8"])
+    assert Trainer(preset).stream.hflip is False  # the fashion-mnist preset flips fashion-mnist, not other data
+    from dreamdata.training.trainer import train
+
+    train(load_config("tiny", [*common, "train.steps=1", "train.sample_grid=false", "train.progress=false"]))
+    assert "horizontal flips off (the default for npz: data)" in capsys.readouterr().out

@@ -127,6 +127,7 @@ def test_rerun_with_other_arguments_or_model_is_a_clear_error(tiny_run, tmp_path
     assert "not empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sharded_generation_equals_single_process(tiny_run, tmp_path):
     run, _ = tiny_run
     single = tmp_path / "single"
@@ -163,6 +164,29 @@ def test_dream_filtered_by_a_classifier(tiny_run, tmp_path):
     assert manifest["filter"]["kept"] == 6 and manifest["filter"]["dreamed"] == 15
     assert manifest["filter"]["mean_confidence_kept"] >= manifest["filter"]["mean_confidence_all"]
     assert manifest["spec"]["keep_top"] == 0.4 and len(png_hashes(out)) == 6
+    # recompute p(label | x) for every dreamed image (the same dream unfiltered, the classifier run by hand)
+    # and check that exactly the 2 most probable of each class were kept
+    from dreamdata.classify.checkpoint import load_classifier
+
+    assert dream(run, tmp_path / "unfiltered") == 0
+    everything = np.load(tmp_path / "unfiltered" / "dataset.npz")
+    loaded = load_classifier(classifier)
+    with torch.no_grad():
+        x = torch.from_numpy(everything["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        probabilities = loaded.network.eval()(x).softmax(dim=1).double()
+    columns = [loaded.class_names.index(name) for name in NAMES]
+    p_label = [float(probabilities[i, columns[label]]) for i, label in enumerate(everything["labels"])]
+    expected = set()
+    for label in range(len(NAMES)):
+        members = sorted((i for i, y in enumerate(everything["labels"]) if y == label), key=lambda i: -p_label[i])
+        assert len(members) == 5 and p_label[members[1]] > p_label[members[2]] + 1e-6  # no tie at the cut
+        expected |= {int(everything["indices"][i]) for i in members[:2]}
+    kept = np.load(out / "dataset.npz")
+    assert set(kept["indices"].tolist()) == expected
+    kept_rows = [i for i, index in enumerate(everything["indices"]) if int(index) in expected]
+    assert manifest["filter"]["mean_confidence_kept"] == pytest.approx(np.mean([p_label[i] for i in kept_rows]),
+                                                                       abs=1e-5)
+    assert manifest["filter"]["mean_confidence_all"] == pytest.approx(np.mean(p_label), abs=1e-5)
 
 
 # -- bad synthetic input --------------------------------------------------------------------------

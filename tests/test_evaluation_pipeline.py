@@ -14,7 +14,7 @@ from dreamdata.errors import DataError
 from dreamdata.evaluation.extractor import ImageFeatures, TorchScriptExtractor, inception_input
 from dreamdata.evaluation.feature_cache import extract_features
 from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, SmallSampleWarning, evaluate_images
-from conftest import make_pattern_images
+from conftest import TinyFeatures, make_pattern_images
 
 
 class CountingExtractor:
@@ -40,9 +40,14 @@ def test_inception_input_is_the_tf_fid_protocol():
     x = inception_input(images, size=4)
     assert x.shape == (1, 3, 4, 4)
     assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])  # grayscale repeated
-    expected = torch.nn.functional.interpolate(images.float() / 127.5 - 1, size=(4, 4), mode="bilinear",
-                                               align_corners=False, antialias=False)
-    assert torch.allclose(x[:, :1], expected)
+    # Bilinear 2 -> 4 with half-pixel centres (align_corners=False): output pixel i samples the input at
+    # (i + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25, clamped to [0, 1], so each row of [a, b] becomes
+    # [a, 3a/4 + b/4, a/4 + 3b/4, b]; in [-1, 1] the checkerboard [[-1, 1], [1, -1]] gives, by hand:
+    expected = torch.tensor([[-1.0, -0.5, 0.5, 1.0],
+                             [-0.5, -0.25, 0.25, 0.5],
+                             [0.5, 0.25, -0.25, -0.5],
+                             [1.0, 0.5, -0.5, -1.0]])
+    torch.testing.assert_close(x[0, 0], expected)
     assert float(x.min()) == -1.0 and float(x.max()) == 1.0  # no antialias, corners keep their values
     with pytest.raises(ValueError, match="uint8"):
         inception_input(images.float())
@@ -69,9 +74,23 @@ def test_evaluate_images_reports_every_metric_and_warns_on_small_n(tmp_path, tin
     with pytest.warns(SmallSampleWarning, match="N = 30"):
         result = evaluate_images(samples, reference, extractor, options)
     assert result["n_samples"] == 30 and result["n_reference"] == 30
-    assert result["fid"] >= 0 and set(result["fid_per_class"]) == {"hstripes", "vstripes", "square"}
+    assert set(result["fid_per_class"]) == {"hstripes", "vstripes", "square"}
     assert result["inception_score"] is None and "no classifier head" in result["inception_score_note"]
-    assert 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+    # FID recomputed independently: the extractor's features by hand, the Frechet distance with scipy's sqrtm
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    features = [TinyFeatures()(inception_input(s.images)).double().numpy() for s in (reference, samples)]
+    (mean_r, cov_r), (mean_s, cov_s) = [(f.mean(0), np.cov(f, rowvar=False)) for f in features]
+    frechet = ((mean_r - mean_s) ** 2).sum() + np.trace(cov_r + cov_s - 2 * scipy_linalg.sqrtm(cov_r @ cov_s).real)
+    assert result["fid"] == pytest.approx(frechet, rel=1e-4)
+    # same patterns, another seed: nearly every sample lies in the reference's manifold and vice versa
+    assert result["precision"] >= 0.9 and result["recall"] >= 0.9
+    # the same samples at a quarter of the brightness: every metric says they are worse
+    dark = ImageSet(samples.images // 4, samples.labels, samples.class_names, "dark")
+    with pytest.warns(SmallSampleWarning):
+        worse = evaluate_images(dark, reference, extractor, options)
+    assert worse["fid"] > 100 * result["fid"] and worse["kid_mean"] > result["kid_mean"]
+    assert all(worse["fid_per_class"][name] > result["fid_per_class"][name] for name in result["fid_per_class"])
+    assert worse["precision"] == 0.0 and worse["recall"] == 0.0
     itself = evaluate_images(reference, reference, extractor, options)
     assert itself["fid"] == pytest.approx(0.0, abs=1e-6)
     assert all(v == pytest.approx(0.0, abs=1e-6) for v in itself["fid_per_class"].values())
@@ -130,7 +149,8 @@ def test_evaluate_cli_errors_name_what_is_wrong(tmp_path, tiny_npz, tiny_extract
     assert "--ref DATASET is needed" in capsys.readouterr().err
     assert main(["evaluate", str(samples), "--ref", f"npz:{tiny_npz}", "--ref-set", "pad_to=12",
                  "--fid-weights", str(tiny_extractor_file)]) == 2
-    assert "1x8x8" in capsys.readouterr().err and "1x12x12"
+    error = capsys.readouterr().err
+    assert "1x8x8" in error and "1x12x12" in error
     assert main(["evaluate", str(samples), "--ref", f"npz:{tiny_npz}", "--fid-weights",
                  str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt does not exist" in capsys.readouterr().err
@@ -139,6 +159,7 @@ def test_evaluate_cli_errors_name_what_is_wrong(tmp_path, tiny_npz, tiny_extract
     assert "unknown data option 'colour'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_trained_run(tmp_path, tiny_overrides, tiny_npz, tiny_extractor_file, monkeypatch):
     monkeypatch.setenv("DREAMDATA_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("DREAMDATA_FID_WEIGHTS", str(tiny_extractor_file))
@@ -175,7 +196,10 @@ def test_reconstruction_is_exact_with_the_optimal_denoiser_and_worsens_with_t_wi
     from dreamdata.evaluation.reconstruction import default_buckets, reconstruction_metrics
     from dreamdata.process import build_process
 
-    process = build_process(ProcessConfig(num_steps=100))
+    from dreamdata.process import ScheduleWarning
+
+    with pytest.warns(ScheduleWarning, match="alpha_bar_T = 0.364"):  # linear, T = 100: x_T is not pure noise
+        process = build_process(ProcessConfig(num_steps=100))
     assert default_buckets(100) == [(0, 9), (10, 24), (25, 49), (50, 74), (75, 99)]
     image = torch.from_numpy(make_pattern_images(1, size=16)[0][:1]).permute(0, 3, 1, 2).contiguous()
     clean = image.repeat(6, 1, 1, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -186,11 +188,19 @@ def test_sinusoidal_embedding_values():
     assert emb.shape == (3, 8)
     torch.testing.assert_close(emb[0, :4], torch.zeros(4))  # sin(0)
     torch.testing.assert_close(emb[0, 4:], torch.ones(4))  # cos(0)
-    # frequency 0 is 1 and the last is 1 / max_period
-    torch.testing.assert_close(emb[2, 0], torch.sin(torch.tensor(7.0)))
-    torch.testing.assert_close(emb[2, 4], torch.cos(torch.tensor(7.0)))
-    torch.testing.assert_close(emb[2, 3], torch.sin(torch.tensor(7.0 / 10000)))
-    torch.testing.assert_close(timestep_embedding(torch.tensor([2.5]), 8), timestep_embedding(torch.tensor([2.5]), 8))
+    # dim 8: half = 4 frequencies 10000 ** (-i / 3) = 1, 10000^(-1/3), 10000^(-2/3), 1/10000
+    freqs = [1.0, 10000 ** (-1 / 3), 10000 ** (-2 / 3), 1e-4]
+    torch.testing.assert_close(emb[2, 0], torch.tensor(math.sin(7.0)))
+    torch.testing.assert_close(emb[2, 4], torch.tensor(math.cos(7.0)))
+    torch.testing.assert_close(emb[2, 3], torch.tensor(math.sin(7e-4)))
+    # a fractional timestep, every entry by hand (math in float64, not the function under test)
+    expected = [math.sin(2.5 * w) for w in freqs] + [math.cos(2.5 * w) for w in freqs]
+    torch.testing.assert_close(timestep_embedding(torch.tensor([2.5]), 8)[0],
+                               torch.tensor(expected, dtype=torch.float32))
+    # a few literal values (t = 1): sin(1), sin(10000^(-1/3)) = sin(0.0464159), cos(1), cos(0.0464159)
+    torch.testing.assert_close(emb[1, [0, 1, 4, 5]], torch.tensor([0.8414710, 0.0463992, 0.5403023, 0.9989230]))
+    # a 0-d t is broadcast to one row; dim 2 has the single frequency 1
+    torch.testing.assert_close(timestep_embedding(torch.tensor(3.0), 2), torch.tensor([[math.sin(3.0), math.cos(3.0)]]))
     with pytest.raises(ValueError):
         timestep_embedding(torch.tensor([1]), 7)
 

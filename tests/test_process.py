@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from dreamdata.config import ProcessConfig
 from dreamdata.process import (
     GaussianDiffusion,
     Process,
+    ScheduleWarning,
     betas_from_config,
     build_process,
     constant_betas,
@@ -19,6 +22,7 @@ from dreamdata.process import (
     derive_schedule,
     linear_betas,
 )
+from dreamdata.errors import ConfigError
 from dreamdata.process.rng import check_generator
 
 PREDICTIONS = ("epsilon", "x0", "v")
@@ -84,6 +88,47 @@ def test_betas_from_config(schedule):
 def test_bad_schedule_arguments_raise_value_error_naming_the_value(call, named):
     with pytest.raises(ValueError, match=named.replace(".", r"\.")):
         call()
+
+
+def test_a_schedule_whose_float32_alpha_bar_underflows_is_refused(capsys):
+    """Constant beta = 0.1 for T = 2000: alpha_bar_T = 0.9 ** 2000 = 3.06e-92, which is 0 in float32, where
+    every sampler divides by sqrt(alpha_bar). Refused when the process is built, naming the keys."""
+    tiny = torch.finfo(torch.float32).tiny
+    assert 0.9 ** 2000 == pytest.approx(3.0551e-92, rel=1e-4) and float(torch.tensor(0.9 ** 2000).float()) == 0.0
+    with pytest.raises(ConfigError, match=r"process\.schedule=constant, process\.constant_beta=0\.1, "
+                                          r"process\.num_steps=2000 gives alpha_bar_T = 3\.06e-92.*float32.*NaN"
+                       ) as caught:
+        build_process(ProcessConfig(schedule="constant", constant_beta=0.1, num_steps=2000))
+    longest = int(re.search(r"num_steps <= (\d+)", str(caught.value)).group(1))
+    assert 0.9 ** longest >= tiny > 0.9 ** (longest + 1)  # the advice is the exact limit
+    process = build_process(ProcessConfig(schedule="constant", constant_beta=0.1, num_steps=longest))
+    from dreamdata.sampling import ddim_sample, timestep_sequence
+
+    samples = ddim_sample(lambda x, t, c: 0.9 * x, process, torch.randn(2, 1, 4, 4), timestep_sequence(longest, 5))
+    assert torch.isfinite(samples).all()  # just inside the limit, float32 sampling is still finite
+    with pytest.raises(ConfigError, match=r"process\.beta_end=0\.5, process\.num_steps=2000.*process\.schedule=cosine"):
+        build_process(ProcessConfig(schedule="linear", beta_end=0.5, num_steps=2000))
+    with pytest.raises(ValueError, match="3.06e-92 underflows float32"):
+        GaussianDiffusion(constant_betas(2000, 0.1))  # built from raw betas: no config keys to name
+    from dreamdata.cli import main
+
+    assert main(["train", "tiny", "process.schedule=constant", "process.constant_beta=0.1",
+                 "process.num_steps=2000", "--dry-run"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "process.constant_beta=0.1" in error and "alpha_bar_T" in error
+
+
+def test_a_linear_schedule_that_ends_short_of_noise_warns():
+    """DDPM's linear betas at T = 100 end at alpha_bar_T = prod(1 - beta) = 0.364: x_T keeps sqrt(0.364) = 0.6
+    of the image, so it is not the N(0, I) that sampling starts from."""
+    expected = float(np.prod(1 - np.linspace(1e-4, 0.02, 100)))
+    assert expected == pytest.approx(0.3636, abs=1e-4)
+    with pytest.warns(ScheduleWarning, match=rf"process\.num_steps=100 gives alpha_bar_T = {expected:.3g} > 0\.001"):
+        build_process(ProcessConfig(schedule="linear", num_steps=100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_process(ProcessConfig(schedule="linear", num_steps=1000))  # alpha_bar_T = 4e-5
+        build_process(ProcessConfig(schedule="cosine", num_steps=100))
 
 
 # -- derived schedule tensors ---------------------------------------------------------------------

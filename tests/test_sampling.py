@@ -246,6 +246,60 @@ def test_respaced_betas_reproduce_alpha_bar_at_chosen_steps(process):
     np.testing.assert_allclose(full.numpy(), process.schedule.betas.numpy(), rtol=1e-9)
 
 
+@pytest.mark.parametrize("taus", [[1999], [1999, 0], [1999, 1000, 0], [1999, 1998, 3, 0]])
+def test_respaced_posterior_is_ho_eq_7_from_alpha_bar_even_when_beta_rounds_to_one(taus):
+    """Constant beta = 0.02 for T = 2000: the jump from index 1999 to 0 has beta' = 1 - 0.98 ** 1999 = 1 - 3e-18,
+    which is 1 in float64. The posterior is built from alpha_bar_t = 0.98 ** (t + 1) directly (closed form)."""
+    from dreamdata.process import constant_betas
+    from dreamdata.sampling.timesteps import respaced_posterior
+
+    chain = respaced_posterior(GaussianDiffusion(constant_betas(2000, 0.02)).schedule.alpha_bar, torch.tensor(taus))
+    ab = 0.98 ** (np.sort(taus) + 1.0)  # alpha_bar at the chosen indices, ascending
+    ab_prev = np.concatenate([[1.0], ab[:-1]])
+    beta = 1 - ab / ab_prev
+    expected = {"betas": beta, "posterior_variance": (1 - ab_prev) / (1 - ab) * beta,  # Ho et al. 2020, eq. 7
+                "posterior_mean_coef_x0": np.sqrt(ab_prev) * beta / (1 - ab),
+                "posterior_mean_coef_xt": np.sqrt(ab / ab_prev) * (1 - ab_prev) / (1 - ab)}
+    for name, value in expected.items():
+        got = getattr(chain, name)
+        assert got.dtype == torch.float64 and torch.isfinite(got).all(), name
+        np.testing.assert_allclose(got.numpy(), value, rtol=1e-9, atol=0, err_msg=name)
+    assert chain.posterior_variance[0] == 0 and chain.posterior_mean_coef_x0[0] == pytest.approx(1.0)
+
+
+def test_respaced_posterior_agrees_with_the_schedule_of_the_respaced_betas(process):
+    from dreamdata.process import derive_schedule
+    from dreamdata.sampling.timesteps import respaced_posterior
+
+    taus = timestep_sequence(T, 37)
+    chain = respaced_posterior(process.schedule.alpha_bar, taus)
+    reference = derive_schedule(respaced_betas(process.schedule.alpha_bar, taus))
+    for name in ("betas", "posterior_variance", "posterior_mean_coef_x0", "posterior_mean_coef_xt"):
+        np.testing.assert_allclose(getattr(chain, name).numpy(), getattr(reference, name).numpy(), rtol=1e-10,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_respaced_ddpm_survives_a_jump_whose_beta_rounds_to_one(steps):
+    """With the exact denoiser of one fixed image x*, DDPM through 1 or 2 steps of a T = 2000 constant-beta
+    chain returns x* (it used to fail: the jump's beta' is 1 in float64)."""
+    from dreamdata.process import constant_betas
+
+    process = GaussianDiffusion(constant_betas(2000, 0.02))
+    target = torch.tensor([[-0.5, 0.25], [0.75, -1.0]], dtype=torch.float64).view(1, 1, 2, 2)
+    ab = process.schedule.alpha_bar
+
+    def oracle(x, t, labels):  # eps = (x_t - sqrt(ab) x*) / sqrt(1 - ab): exact for data = {x*}
+        a = ab[t].view(-1, 1, 1, 1)
+        return (x - a.sqrt() * target) / (1 - a).sqrt()
+
+    noise = torch.randn((3, 1, 2, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for variance in ("beta_tilde", "beta"):
+        samples = ddpm_sample(oracle, process, noise, timestep_sequence(2000, steps), x0_clip="none",
+                              generator=torch.Generator().manual_seed(1), variance=variance)
+        torch.testing.assert_close(samples, target.expand(3, 1, 2, 2), rtol=0, atol=1e-6)
+
+
 # -- grids ----------------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ def losses_of(run_dir: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in read_metrics(run_dir)]
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_and_writes_a_complete_run_directory(tiny_overrides):
     config = load_config("tiny", tiny_overrides + ["train.steps=60", "train.checkpoint_every=0"])
     result = train(config)
@@ -141,6 +142,7 @@ def _torchrun(args: list[str]) -> None:
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_train_and_resume_exactly(tiny_overrides, tmp_path):
     """torchrun with 2 processes on gloo: rank 0 alone writes, replicas stay identical (checked at the
     end of every run), and a resumed DDP run continues every rank's stream exactly."""

@@ -32,7 +32,9 @@ class DataConfig:
     image_size: Optional[int] = None  # resize to this square size; None = native
     pad_to: Optional[int] = None  # zero-pad (black) symmetrically to this size, e.g. 28 -> 32 as the FID bench does
     channels: Optional[int] = None  # 1 (grayscale) or 3 (RGB); None = native
-    hflip: bool = True  # random horizontal flip during training
+    # random horizontal flip during training; null = the dataset's default (on for fashion-mnist, cifar10,
+    # cifar100; off for mnist and for folder:/zip:/npz: data, whose chirality dreamdata cannot know)
+    hflip: Optional[bool] = None
     val_fraction: float = 0.02  # held out from the training split for validation loss
     split_seed: int = 0  # fixes which images are held out and which survive per_class
     skip_corrupt: bool = False  # skip unreadable images (and report how many) instead of failing

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,9 @@ class ClassifierConfig:
     weight_decay: float = 5e-4
     warmup_fraction: float = 0.1  # linear warm-up over this fraction of the steps, then linear decay to 0
     label_smoothing: float = 0.0
-    hflip: bool = True  # random horizontal flip (fine for Fashion-MNIST and CIFAR-10)
+    # random horizontal flip; None = the dataset's default, resolved by the caller that knows the dataset
+    # (dreamdata.data.resolve_hflip: on for fashion-mnist/cifar, off for mnist and files); unresolved = off
+    hflip: Optional[bool] = None
     crop_padding: int = 2  # random translation by up to this many pixels (0 = none)
     eval_batch_size: int = 1000
 
@@ -105,7 +108,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
             position = 0
         index = order[position:position + batch_size]
         position += batch_size
-        batch = augment_batch(to_float(resident_images[index]), config.hflip, config.crop_padding, generator)
+        batch = augment_batch(to_float(resident_images[index]), bool(config.hflip), config.crop_padding,
+                              generator)
         with autocast_context("auto", device):  # bf16 on CUDA, fp32 elsewhere
             logits = network(batch)
         loss = F.cross_entropy(logits.float(), resident_labels[index], label_smoothing=config.label_smoothing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from dreamdata.errors import DreamdataError
@@ -23,6 +24,9 @@ def _add_real_arguments(parser) -> None:
                                                                "every arm (default 500)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                        help="random horizontal flips while training the classifier (default: the dataset's - on "
+                             "for fashion-mnist, cifar10, cifar100; off for mnist and folder:/zip:/npz: data)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
@@ -80,12 +84,22 @@ def load_real(args):
 def classifier_config(args):
     from dreamdata.classify.networks import CLASSIFIERS
     from dreamdata.classify.train import ClassifierConfig
+    from dreamdata.data import resolve_hflip
 
     if args.classifier not in CLASSIFIERS:
         raise DreamdataError(f"--classifier {args.classifier!r}: expected one of {', '.join(CLASSIFIERS)}")
     if args.steps < 1 or args.batch_size < 1:
         raise DreamdataError(f"--steps and --batch-size must be positive, got {args.steps} and {args.batch_size}")
-    return ClassifierConfig(network=args.classifier, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    return ClassifierConfig(network=args.classifier, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                            hflip=resolve_hflip(args.hflip, args.real))
+
+
+def hflip_choice(args) -> str:
+    """What ``--hflip/--no-hflip`` (or its absence) means for ``--real``, for the command's output."""
+    from dreamdata.data import describe_hflip
+
+    return "horizontal flips " + describe_hflip(args.hflip, args.real).replace("(asked)", (
+        "(--hflip)" if args.hflip else "(--no-hflip)"))
 
 
 def _run_augment(args) -> int:
@@ -101,6 +115,7 @@ def _run_augment(args) -> int:
     config = AugmentConfig(arms=arms, seeds=args.seeds, synthetic_ratio=args.synthetic_ratio,
                            classifier=classifier_config(args))
     real, test = load_real(args)
+    print(f"augment: {hflip_choice(args)}")
     synthetic = None
     if args.synthetic:
         expected = None
@@ -133,6 +148,7 @@ def _run_classifier(args) -> int:
     test_accuracy = accuracy(confusion_matrix(test.labels, predicted, real.num_classes))
     save_classifier(args.out, network, config.network, real.channels, real.image_size, real.class_names,
                     extra={"real": args.real, "real_per_class": args.real_per_class, "steps": config.steps,
-                           "seed": args.seed, "test_accuracy": test_accuracy})
-    print(f"classifier: test accuracy {100 * test_accuracy:.2f}% on {len(test)} images; wrote {args.out}")
+                           "seed": args.seed, "hflip": config.hflip, "test_accuracy": test_accuracy})
+    print(f"classifier: test accuracy {100 * test_accuracy:.2f}% on {len(test)} images ({hflip_choice(args)}); "
+          f"wrote {args.out}")
     return 0

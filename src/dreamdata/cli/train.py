@@ -38,6 +38,9 @@ def _run_train(args) -> int:
             raise DreamdataError("train: give a CONFIG (YAML file or preset name) or --resume RUN")
         config = load_config(args.config, overrides)
     if args.dry_run:
+        from dreamdata.process import build_process
+
+        build_process(config.process)  # a schedule that underflows float32 is refused here too
         print(config.to_yaml(), end="")
         return 0
     from dreamdata.training.trainer import train

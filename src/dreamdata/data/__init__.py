@@ -12,18 +12,28 @@ from dreamdata.data.batches import BatchStream
 from dreamdata.data.idx import read_idx
 from dreamdata.data.image_data import ImageData, cap_per_class, select_classes, split_validation
 from dreamdata.data.pixels import convert_channels, resize_images
-from dreamdata.data.sources import load_dataset, load_npz, parse_spec
+from dreamdata.data.sources import (
+    default_hflip,
+    describe_hflip,
+    load_dataset,
+    load_npz,
+    parse_spec,
+    resolve_hflip,
+)
 
 __all__ = [
     "BatchStream",
     "ImageData",
     "cap_per_class",
     "convert_channels",
+    "default_hflip",
+    "describe_hflip",
     "load_dataset",
     "load_npz",
     "parse_spec",
     "read_idx",
     "resize_images",
+    "resolve_hflip",
     "select_classes",
     "split_validation",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -24,6 +25,32 @@ from dreamdata.errors import DataError
 
 PATH_KINDS = ("folder", "zip", "npz")
 VALID_FORMS = ", ".join([*TORCHVISION_CLASSES, *(f"{kind}:PATH" for kind in PATH_KINDS)])
+
+
+# Whether a random horizontal flip keeps an image's label: yes for clothes and natural photographs; no for
+# digits (a mirrored 2 or 7 is no digit) and, unless asked, for the user's own data (text, handwriting, road
+# signs, anything chiral).
+HFLIP_DEFAULTS = {"mnist": False, "fashion-mnist": True, "cifar10": True, "cifar100": True}
+
+
+def default_hflip(spec: str) -> bool:
+    """The horizontal-flip default of dataset ``spec``: :data:`HFLIP_DEFAULTS`, off for every path kind."""
+    kind, _ = parse_spec(spec)
+    return HFLIP_DEFAULTS.get(kind, False)
+
+
+def resolve_hflip(hflip: Optional[bool], spec: str) -> bool:
+    """``hflip`` when given (true/false), else the dataset's default (``None`` = "dataset default")."""
+    return default_hflip(spec) if hflip is None else bool(hflip)
+
+
+def describe_hflip(hflip: Optional[bool], spec: str) -> str:
+    """One phrase for summaries: ``"on (the default for fashion-mnist)"``, ``"off (asked)"``..."""
+    state = "on" if resolve_hflip(hflip, spec) else "off"
+    if hflip is not None:
+        return f"{state} (asked)"
+    kind, _ = parse_spec(spec)
+    return f"{state} (the default for {kind if kind in HFLIP_DEFAULTS else kind + ':'} data)"
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

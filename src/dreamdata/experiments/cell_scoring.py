@@ -182,9 +182,13 @@ class CellScorer:
             from dreamdata.sampling.restore import degrade_and_restore, restoration_scores
 
             x0 = clean.float().div(127.5).sub(1.0)
-            _, restored = degrade_and_restore(network, process, x0, labels, s["sampler"], int(s["steps"]), e.seed,
-                                              batch_size=e.batch, device=self.device, x0_clip=s["x0_clip"])
-            metrics["restoration"] = {"test_images": len(clean), **restoration_scores(restored, x0)}
+            degraded, restored = degrade_and_restore(network, process, x0, labels, s["sampler"], int(s["steps"]),
+                                                     e.seed, batch_size=e.batch, device=self.device,
+                                                     x0_clip=s["x0_clip"])
+            # the degraded input's own scores are the baseline a restoration has to beat
+            metrics["restoration"] = {"test_images": len(clean), **restoration_scores(restored, x0),
+                                      **{f"degraded_{key}": value
+                                         for key, value in restoration_scores(degraded, x0).items()}}
         if "blur_robustness" in wanted and gaussian:
             from dreamdata.evaluation.blur_robustness import blur_robustness
 

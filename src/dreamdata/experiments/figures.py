@@ -32,6 +32,7 @@ __all__ = ["draw_figures", "metric_value", "read_results"]
 METRIC_LABELS = {"fid": "FID", "kid_mean": "KID", "is_mean": "Inception Score", "precision": "precision",
                  "recall": "recall", "held_out_loss": "held-out loss"}
 MOSAIC_PANELS = 8  # cells per mosaic figure
+MOSAIC_COLUMNS = 4  # panels side by side
 
 
 def read_results(out_dir: Path) -> list[dict[str, Any]]:
@@ -114,8 +115,14 @@ def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
     drawn = []
     for page, first in enumerate(range(0, len(cells), MOSAIC_PANELS)):
         chunk = cells[first:first + MOSAIC_PANELS]
-        figure, axes = plt.subplots(1, len(chunk), figsize=(2.6 * len(chunk) + 0.8, 3.4), dpi=130, squeeze=False)
-        for axis, r in zip(axes[0], chunk):
+        columns_shown = min(MOSAIC_COLUMNS, len(chunk))
+        rows_shown = -(-len(chunk) // columns_shown)
+        figure, axes = plt.subplots(rows_shown, columns_shown, figsize=(3.4 * columns_shown + 0.6,
+                                                                         3.2 * rows_shown + 0.4),
+                                    dpi=130, squeeze=False)
+        for axis in axes.flat[len(chunk):]:
+            axis.axis("off")
+        for axis, r in zip(axes.flat, chunk):
             with np.load(out_dir / "cells" / r["cell"] / "samples.npz") as archive:
                 images, labels = archive["images"], archive["labels"]
             names = r.get("class_names") or ["unconditional"]
@@ -131,8 +138,8 @@ def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
                         vmin=0, vmax=255, interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([i * (size + 1) + size / 2 for i in range(len(rows))])
-            axis.set_yticklabels(names if len(rows) == len(names) else ["unconditional"], fontsize=6)
-            axis.set_title(r["cell"].replace("/", "\n", 1), fontsize=6)
+            axis.set_yticklabels(names if len(rows) == len(names) else ["unconditional"], fontsize=7)
+            axis.set_title(r["cell"].replace("/", "\n", 1), fontsize=8)
         figure.suptitle("samples: the same starting noise in every cell (sample k seeded from (seed, k))",
                         fontsize=8)
         figure.tight_layout()

@@ -14,6 +14,7 @@ from dreamdata.process.blur_operator import blur_betas
 from dreamdata.process.gaussian import GaussianDiffusion
 from dreamdata.process.schedules import (
     ScheduleTensors,
+    ScheduleWarning,
     betas_from_config,
     constant_betas,
     cosine_betas,
@@ -27,6 +28,7 @@ __all__ = [
     "Network",
     "Process",
     "ScheduleTensors",
+    "ScheduleWarning",
     "betas_from_config",
     "blur_betas",
     "build_process",

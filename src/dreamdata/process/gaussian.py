@@ -22,7 +22,13 @@ import torch
 from dreamdata.config import ProcessConfig
 from dreamdata.process.base import Network
 from dreamdata.process.rng import randint, randn_like
-from dreamdata.process.schedules import ScheduleTensors, betas_from_config, derive_schedule
+from dreamdata.process.schedules import (
+    FLOAT32_TINY,
+    ScheduleTensors,
+    betas_from_config,
+    check_terminal_alpha_bar,
+    derive_schedule,
+)
 
 __all__ = ["GaussianDiffusion", "PREDICTIONS", "LOSS_WEIGHTINGS"]
 
@@ -59,6 +65,10 @@ class GaussianDiffusion:
         if not min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be positive, got {min_snr_gamma!r}")
         self.schedule: ScheduleTensors = derive_schedule(betas)  # float64, CPU: the source of truth
+        alpha_bar_T = float(self.schedule.alpha_bar[-1])
+        if alpha_bar_T < FLOAT32_TINY:  # the float32 tables would hold alpha_bar = 0: NaN in every sampler
+            raise ValueError(f"alpha_bar_T = {alpha_bar_T:.3g} underflows float32 (smallest normal "
+                             f"{FLOAT32_TINY:.3g}); use fewer steps or smaller betas")
         self.num_steps: int = self.schedule.num_steps
         self.prediction = prediction
         self.loss_weighting = loss_weighting
@@ -67,8 +77,15 @@ class GaussianDiffusion:
 
     @classmethod
     def from_config(cls, config: ProcessConfig) -> "GaussianDiffusion":
-        """Build from a :class:`~dreamdata.config.ProcessConfig` (schedule, T, prediction, weighting)."""
-        return cls(betas_from_config(config), prediction=config.prediction,
+        """Build from a :class:`~dreamdata.config.ProcessConfig` (schedule, T, prediction, weighting).
+
+        A schedule whose ``alpha_bar_T`` underflows float32 is a :class:`~dreamdata.errors.ConfigError`;
+        a linear one that ends far from pure noise warns
+        (:func:`~dreamdata.process.schedules.check_terminal_alpha_bar`).
+        """
+        betas = betas_from_config(config)
+        check_terminal_alpha_bar(config, float(torch.cumprod(1.0 - betas, dim=0)[-1]))
+        return cls(betas, prediction=config.prediction,
                    loss_weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma)
 
     def __repr__(self) -> str:

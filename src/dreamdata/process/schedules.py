@@ -13,21 +13,39 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from dreamdata.config import ProcessConfig
+from dreamdata.errors import ConfigError
 
 __all__ = [
+    "FLOAT32_TINY",
     "ScheduleTensors",
+    "ScheduleWarning",
+    "TERMINAL_ALPHA_BAR_WARNING",
     "betas_from_config",
+    "check_terminal_alpha_bar",
     "constant_betas",
     "cosine_betas",
     "derive_schedule",
     "linear_betas",
     "validate_betas",
 ]
+
+
+# The smallest normal float32. Samplers divide by sqrt(alpha_bar) in float32 (next to the images); below
+# this alpha_bar is subnormal or 0 there, and x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) is inf/NaN.
+FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)
+# A terminal alpha_bar above this leaves visible signal in x_T: q(x_T | x_0) is then not N(0, I), the
+# distribution sampling starts from (Lin et al. 2024, sec. 3.1; DDPM's linear schedule at T = 1000: 4e-5).
+TERMINAL_ALPHA_BAR_WARNING = 1e-3
+
+
+class ScheduleWarning(UserWarning):
+    """A noise schedule that works, but not as a diffusion should (e.g. x_T is not pure noise)."""
 
 
 def _check_num_steps(num_steps: int) -> None:
@@ -99,6 +117,44 @@ def betas_from_config(config: ProcessConfig) -> torch.Tensor:
     if config.schedule == "constant":
         return constant_betas(config.num_steps, config.constant_beta)
     raise ValueError(f"unknown noise schedule {config.schedule!r} (known: linear, cosine, constant)")
+
+
+def _what_to_change(config: ProcessConfig) -> tuple[str, str]:
+    """The keys that set ``alpha_bar_T`` for ``config.schedule``, and how it depends on them."""
+    if config.schedule == "constant":
+        return (f"process.schedule=constant, process.constant_beta={config.constant_beta:g}, "
+                f"process.num_steps={config.num_steps}", "alpha_bar_T = (1 - constant_beta) ** num_steps")
+    return (f"process.schedule={config.schedule}, process.beta_start={config.beta_start:g}, "
+            f"process.beta_end={config.beta_end:g}, process.num_steps={config.num_steps}",
+            "alpha_bar_T = prod(1 - beta_t)")
+
+
+def check_terminal_alpha_bar(config: ProcessConfig, alpha_bar_T: float) -> None:
+    """Refuse a schedule whose float32 ``alpha_bar`` underflows; warn when a linear one ends short of noise.
+
+    ``alpha_bar_T`` is the float64 value at the last step (``alpha_bar`` decreases, so it is the smallest).
+    Raises :class:`~dreamdata.errors.ConfigError` naming the keys when ``alpha_bar_T`` is below the smallest
+    normal float32 (sampling would give NaN); warns (:class:`ScheduleWarning`) when a linear schedule's
+    ``alpha_bar_T`` exceeds :data:`TERMINAL_ALPHA_BAR_WARNING`.
+    """
+    keys, formula = _what_to_change(config)
+    if alpha_bar_T < FLOAT32_TINY:
+        if config.schedule == "constant":
+            longest = math.floor(math.log(FLOAT32_TINY) / math.log1p(-config.constant_beta))
+            change = (f"lower process.constant_beta or process.num_steps (with constant_beta="
+                      f"{config.constant_beta:g}, num_steps <= {longest})")
+        else:
+            change = "lower process.num_steps or process.beta_end, or use process.schedule=cosine"
+        raise ConfigError(
+            f"{keys} gives alpha_bar_T = {alpha_bar_T:.3g} ({formula}), which underflows float32 "
+            f"(smallest normal {FLOAT32_TINY:.3g}): sampling divides by sqrt(alpha_bar) and would give NaN; "
+            f"{change} so that alpha_bar_T stays above {FLOAT32_TINY:.2g}")
+    if config.schedule == "linear" and alpha_bar_T > TERMINAL_ALPHA_BAR_WARNING:
+        warnings.warn(
+            f"{keys} gives alpha_bar_T = {alpha_bar_T:.3g} > {TERMINAL_ALPHA_BAR_WARNING:g}: x_T keeps "
+            f"{math.sqrt(alpha_bar_T):.2g} of the image, so it is not N(0, I), the noise sampling starts from; "
+            "the DDPM betas (1e-4 .. 0.02) are tuned for T = 1000 - raise process.num_steps or process.beta_end, "
+            "or use process.schedule=cosine", ScheduleWarning, stacklevel=3)
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,10 +18,9 @@ from tqdm.auto import tqdm
 from dreamdata.process.base import Network
 from dreamdata.process.gaussian import GaussianDiffusion
 from dreamdata.process.rng import GeneratorLike, randn_like
-from dreamdata.process.schedules import derive_schedule
 from dreamdata.sampling.common import Callback, initial_state, predict_x0_eps, prepare_sampling
 from dreamdata.sampling.guidance import guided_output
-from dreamdata.sampling.timesteps import respaced_betas
+from dreamdata.sampling.timesteps import respaced_posterior
 
 __all__ = ["ddpm_sample", "guided_output", "VARIANCES"]
 
@@ -70,8 +69,9 @@ def ddpm_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
     setup = prepare_sampling(network, process, noise, timesteps, class_labels, guidance_scale, generator,
                              x0_clip, null_class)
 
-    # The respaced chain in float64, indexed in ascending step order j (j = 0 is the last, least noisy step).
-    chain = derive_schedule(respaced_betas(process.schedule.alpha_bar, torch.tensor(setup.steps)))
+    # The respaced chain's posterior in float64, from alpha_bar directly (a long jump's beta' may round to 1),
+    # indexed in ascending step order j (j = 0 is the last, least noisy step).
+    chain = respaced_posterior(process.schedule.alpha_bar, torch.tensor(setup.steps))
     coef_x0 = chain.posterior_mean_coef_x0.tolist()
     coef_xt = chain.posterior_mean_coef_xt.tolist()
     step_variance = (chain.posterior_variance if variance == "beta_tilde" else chain.betas).tolist()

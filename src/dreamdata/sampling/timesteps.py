@@ -10,11 +10,13 @@ meaning.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["SPACINGS", "check_timesteps", "respaced_betas", "timestep_sequence"]
+__all__ = ["SPACINGS", "RespacedPosterior", "check_timesteps", "respaced_betas", "respaced_posterior",
+           "timestep_sequence"]
 
 
 SPACINGS = ("linspace", "leading", "trailing", "quadratic", "logsnr")
@@ -127,3 +129,39 @@ def respaced_betas(alpha_bar: torch.Tensor, timesteps: torch.Tensor) -> torch.Te
     chosen = alpha_bar[timesteps.sort().values]
     previous = torch.cat([chosen.new_ones(1), chosen[:-1]])  # alpha_bar at the previous chosen step; 1 before the first
     return 1.0 - chosen / previous  # Nichol & Dhariwal 2021, sec. 4 (beta_t = 1 - alpha_bar_t / alpha_bar_{t-1})
+
+
+@dataclass(frozen=True)
+class RespacedPosterior:
+    """The posterior ``q(x_{tau_{j-1}} | x_{tau_j}, x_0)`` of the chain through the chosen steps, per step
+    ``j`` in ascending order (float64 ``[S]``; entry 0 is the last, least noisy step, whose variance is 0)."""
+
+    betas: torch.Tensor  # beta'_j = 1 - alpha_bar_{tau_j} / alpha_bar_{tau_{j-1}}
+    posterior_variance: torch.Tensor  # beta_tilde'_j
+    posterior_mean_coef_x0: torch.Tensor
+    posterior_mean_coef_xt: torch.Tensor
+
+
+def respaced_posterior(alpha_bar: torch.Tensor, timesteps: torch.Tensor) -> RespacedPosterior:
+    """The respaced chain's posterior built from ``alpha_bar`` directly (never from ``1 - beta'``).
+
+    With ``a = alpha_bar_{tau_j}`` and ``p = alpha_bar_{tau_{j-1}}`` (``p = 1`` before the first step), Ho et
+    al. 2020 eq. 7 for the chain with ``beta' = 1 - a / p`` reads ``beta_tilde' = (1 - p) / (1 - a) * beta'``,
+    ``mean = sqrt(p) beta' / (1 - a) * x_0 + sqrt(a / p) (1 - p) / (1 - a) * x_t``. A long jump can make
+    ``beta'`` round to 1 (constant beta = 0.02, T = 2000, two steps: ``a / p = 3e-18``); a schedule derived
+    from the betas then fails (``beta < 1``) or loses ``sqrt(1 - beta')``, while these forms stay exact.
+    Everything is float64, with ``1 - x`` as ``-expm1(log x)`` so that values of ``alpha_bar`` near 1 keep
+    their digits.
+    """
+    chosen = alpha_bar.detach().to("cpu", torch.float64)[torch.as_tensor(timesteps).sort().values]
+    previous = torch.cat([chosen.new_ones(1), chosen[:-1]])  # alpha_bar_{tau_{j-1}}; 1 before the first step
+    log_ratio = chosen.log() - previous.log()  # log alpha'_j
+    betas = -torch.expm1(log_ratio)  # Nichol & Dhariwal 2021, sec. 4 (beta_t = 1 - alpha_bar_t / alpha_bar_{t-1})
+    one_minus = -torch.expm1(chosen.log())  # 1 - alpha_bar_{tau_j}
+    one_minus_previous = -torch.expm1(previous.log())  # 1 - alpha_bar_{tau_{j-1}}; 0 at j = 0
+    return RespacedPosterior(
+        betas=betas,
+        posterior_variance=one_minus_previous / one_minus * betas,  # Ho et al. 2020, eq. 7
+        posterior_mean_coef_x0=previous.sqrt() * betas / one_minus,  # Ho et al. 2020, eq. 7
+        posterior_mean_coef_xt=(0.5 * log_ratio).exp() * one_minus_previous / one_minus,  # Ho et al. 2020, eq. 7
+    )

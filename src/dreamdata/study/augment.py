@@ -159,7 +159,11 @@ def summary_markdown(summary: dict) -> str:
     """The study's tables: accuracy per arm, paired differences, per-class P/R/F1 and confusion per arm."""
     arms, names = summary["arms"], summary["class_names"]
     n = len(summary["seeds"])
-    lines = [f"## Accuracy on the real test split ({n} seeds, mean ± std)", "",
+    c = summary["config"]["classifier"]
+    lines = [f"Classifier (every arm and seed): {c['network']}, {c['steps']} steps of batch {c['batch_size']}, "
+             f"lr {c['lr']:g}; horizontal flips {'on' if c['hflip'] else 'off'}, random shifts up to "
+             f"{c['crop_padding']} px.", "",
+             f"## Accuracy on the real test split ({n} seeds, mean ± std)", "",
              "| arm | training images | accuracy % | per-seed % | train s/seed |", "| --- | --: | --: | --- | --: |"]
     for arm, row in arms.items():
         lines.append(f"| {arm} | {row['train_images']} | {_pct(row['accuracy_mean'])} ± {_pct(row['accuracy_std'])} "

@@ -29,7 +29,7 @@ import yaml
 
 from dreamdata.atomic import write_text_atomic
 from dreamdata.config import DataConfig, RunConfig, build_dataclass, load_config
-from dreamdata.data import load_dataset
+from dreamdata.data import describe_hflip, load_dataset, resolve_hflip
 from dreamdata.errors import ConfigError
 from dreamdata.study.config import StudyConfig, k_label
 
@@ -100,11 +100,19 @@ def _filter_classifier(config: StudyConfig, index: int, real, path: Path, device
     from dreamdata.classify.train import train_classifier
 
     if not path.is_file():
-        classifier_config = replace(config.augment.classifier, steps=config.classifier_steps[index])
+        classifier_config = replace(config.augment.classifier, steps=config.classifier_steps[index],
+                                    hflip=study_hflip(config))
         network = train_classifier(real.images, real.labels, real.num_classes, classifier_config, seed=0,
                                    device=device)
         save_classifier(path, network, classifier_config.network, real.channels, real.image_size, real.class_names)
     return path
+
+
+def study_hflip(config: StudyConfig) -> bool:
+    """The classifiers' horizontal flips: ``augment.classifier.hflip``, or when null the default of
+    ``real.dataset`` (on for fashion-mnist and cifar, off for mnist and files). The generator follows its own
+    ``data.hflip``, whose null is the same dataset default."""
+    return resolve_hflip(config.augment.classifier.hflip, config.real.dataset)
 
 
 def _check_config(study_dir: Path, config: StudyConfig) -> None:
@@ -133,6 +141,8 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         torch.set_num_threads(config.num_threads)
     test = load_dataset(DataConfig(dataset=config.real.test_dataset or config.real.dataset,
                                    data_root=config.real.data_root), "test")
+    log(f"study: classifiers with horizontal flips "
+        f"{describe_hflip(config.augment.classifier.hflip, config.real.dataset)}")
     per_k = {}
     for index, k in enumerate(config.real.per_class):
         k_dir = study_dir / f"K{k_label(k)}"
@@ -153,8 +163,8 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
 
         expected = file_sha256(ckpt.latest_checkpoint(k_dir / "generator"))
         synthetic, _ = load_synthetic(k_dir / "synthetic", real, expected)
-        augment_config = replace(config.augment,
-                                 classifier=replace(config.augment.classifier, steps=config.classifier_steps[index]))
+        augment_config = replace(config.augment, classifier=replace(
+            config.augment.classifier, steps=config.classifier_steps[index], hflip=study_hflip(config)))
         started = time.perf_counter()
         summary = run_augment(real, test, synthetic, augment_config, k_dir / "augment", device=device, log=log)
         timings["augment_s"] = round(time.perf_counter() - started, 1)

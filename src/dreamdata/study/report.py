@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from dreamdata.atomic import write_text_atomic
+from dreamdata.data import describe_hflip
 from dreamdata.reports.figures import save_figure
 from dreamdata.study.config import StudyConfig
 
@@ -19,7 +20,8 @@ def study_markdown(config: StudyConfig, per_k: dict) -> str:
     arms = list(config.augment.arms)
     lines = [f"# Study {config.name}: {config.real.dataset}, {config.augment.seeds} seeds per arm", "",
              ("Accuracy on the real test split, % (mean ± std over seeds). Paired differences against "
-              f"`{arms[0]}` with Student-t 95% CI and p-value."), "",
+              f"`{arms[0]}` with Student-t 95% CI and p-value. Classifiers trained with horizontal flips "
+              f"{describe_hflip(config.augment.classifier.hflip, config.real.dataset)}."), "",
              "| K / class | " + " | ".join(arms) + " | " + " | ".join(f"{arm} - {arms[0]}" for arm in arms[1:]) + " |",
              "| --- | " + " | ".join("--:" for _ in arms) + " | " + " | ".join("---" for _ in arms[1:]) + " |"]
     for k, entry in per_k.items():

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dreamdata.config import RunConfig, config_json
-from dreamdata.data import BatchStream, ImageData, load_dataset, split_validation
+from dreamdata.data import BatchStream, ImageData, describe_hflip, load_dataset, resolve_hflip, split_validation
 from dreamdata.errors import CheckpointError, DataError
 from dreamdata.networks import build_network, describe_network
 from dreamdata.process import build_process
@@ -94,8 +94,9 @@ class Trainer:
         if tc.batch_size % self.context.world_size:
             raise DataError(f"train.batch_size={tc.batch_size} is the global batch; it must divide evenly "
                             f"over {self.context.world_size} processes")
+        self.hflip = resolve_hflip(config.data.hflip, config.data.dataset)  # null: the dataset's default
         self.stream = BatchStream(self.train_data, tc.batch_size // self.context.world_size, seed=tc.seed,
-                                  hflip=config.data.hflip, device=self.device, rank=self.context.rank,
+                                  hflip=self.hflip, device=self.device, rank=self.context.rank,
                                   world_size=self.context.world_size)
         self.total_steps = total_steps_for_budget(tc, self.stream.steps_per_epoch)
 
@@ -250,7 +251,8 @@ class Trainer:
         tc = self.config.train
         if self.context.is_main:
             print(f"{describe_network(self.network)}; {len(self.train_data):,} training images "
-                  f"({self.train_data.source}), {len(self.val_data):,} held out; device {self.device}; "
+                  f"({self.train_data.source}), {len(self.val_data):,} held out; horizontal flips "
+                  f"{describe_hflip(self.config.data.hflip, self.config.data.dataset)}; device {self.device}; "
                   f"run directory {self.run_dir}", flush=True)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (tc.progress and self.context.is_main),
                    unit="step", dynamic_ncols=True, desc="train")
