@@ -279,7 +279,7 @@ def test_cold_study_through_the_sweep_reproduces_the_old_runner(tiny_npz, tiny_e
     expected = json.loads((Path(__file__).parent / "data" / "cold_study_results.json").read_text())["arms"]
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({
-        "data": {"dataset": f"npz:{tiny_npz}", "val_fraction": 0.1},
+        "data": {"dataset": f"npz:{tiny_npz}", "val_fraction": 0.1, "hflip": True},  # the old default
         "model": {**TINY_MODEL, "class_conditional": False},
         "train": {"batch_size": 8, "steps": 3, "warmup_steps": 1, "log_every": 3, "val_every": 3, "val_batches": 1,
                   "checkpoint_every": 0, "sample_grid": False, "progress": False, "device": "cpu"}}))
