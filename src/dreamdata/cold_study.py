@@ -31,10 +31,17 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import yaml
 
 from dreamdata.atomic import atomic_path, write_text_atomic
-from dreamdata.config import RunConfig, build_dataclass, merge_trees, set_dotted, config_from_dict, parse_override
+from dreamdata.config import (
+    RunConfig,
+    build_dataclass,
+    config_from_dict,
+    load_yaml,
+    merge_trees,
+    parse_override,
+    set_dotted,
+)
 from dreamdata.errors import ConfigError
 from dreamdata.process import betas_from_config
 from dreamdata.process.schedules import derive_schedule
@@ -77,7 +84,7 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"study file {path}: no such file")
-    tree = yaml.safe_load(path.read_text()) or {}
+    tree = load_yaml(path.read_text(), f"study file {path}") or {}
     unknown = sorted(set(tree) - {"name", "base", "arms", "evaluation"})
     if unknown:
         raise ConfigError(f"study file {path}: unknown key {unknown[0]!r} (known: name, base, arms, evaluation)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dreamdata.cli.arguments import positive_float
 from dreamdata.errors import DreamdataError
 
 
@@ -22,7 +23,7 @@ def _add_real_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=500, help="optimiser steps per classifier: the same for "
                                                                "every arm (default 500)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=positive_float, default=2e-3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
@@ -41,7 +42,7 @@ def add_augment(subparsers) -> None:
     parser.add_argument("--arms", default="real,real+synthetic,synthetic",
                         help="comma-separated arms; the first is the baseline of the paired comparisons")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per arm (default 5)")
-    parser.add_argument("--synthetic-ratio", type=float, metavar="R",
+    parser.add_argument("--synthetic-ratio", type=positive_float, metavar="R",
                         help="use R synthetic images per real image of each class (default: all)")
     parser.add_argument("--expect-model", metavar="RUN", help="fail unless --synthetic's manifest names this "
                                                               "run's (or .safetensors') checkpoint")

@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from dreamdata.cli.arguments import guidance_scale, non_negative_float
 from dreamdata.errors import DreamdataError
 
 DEFAULT_N = 10_000
@@ -35,10 +36,10 @@ def add_evaluate(subparsers) -> None:
     parser.add_argument("--fid-weights", help="local TorchScript Inception-v3 (default $DREAMDATA_FID_WEIGHTS)")
     parser.add_argument("--sampler", help="sampler for a run (default ddim; cold-improved for blur runs)")
     parser.add_argument("--steps", type=int, help="sampling steps for a run (default 50; every step T for blur runs)")
-    parser.add_argument("--start-noise", type=float, default=None, metavar="STD",
+    parser.add_argument("--start-noise", type=non_negative_float, default=None, metavar="STD",
                         help="blur runs: std of the noise added to the flat start image (default: the run's own)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance w (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; also seeds KID/IS subsets")
     parser.add_argument("--batch", type=int, default=256, help="sampling batch (default 256)")
     parser.add_argument("--device", default="auto")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dreamdata.cli.arguments import finite_float, guidance_scale, non_negative_float
 from dreamdata.errors import DreamdataError
 
 
@@ -19,7 +20,7 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--n", type=int, default=8, help="samples per class (default 8)")
     parser.add_argument("--class", dest="classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to sample, repeatable or comma-separated (default all)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance scale w (default 0)")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
                              "cold-naive for blur (cold diffusion) runs (default cold-improved)")
@@ -27,7 +28,7 @@ def add_sample(subparsers) -> None:
                         help="sampling steps (default 100 for Gaussian runs, every step T for blur runs; capped at T)")
     parser.add_argument("--spacing", default="linspace",
                         help="timestep spacing: linspace, leading, trailing, quadratic, logsnr (default linspace)")
-    parser.add_argument("--eta", type=float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
+    parser.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
     parser.add_argument("--x0-clip", default="static", help="x0 clipping: none, static, dynamic (default static)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64,
@@ -39,7 +40,7 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--forward-strip", type=int, nargs="?", const=8, metavar="K",
                         help="also write forward.png: a training image per class noised at K evenly spaced t "
                              "(default K=8)")
-    parser.add_argument("--start-noise", type=float, default=None, metavar="STD",
+    parser.add_argument("--start-noise", type=non_negative_float, default=None, metavar="STD",
                         help="blur runs: std of the noise added to the flat start image (default: the run's "
                              "process.blur_start_noise)")
     parser.add_argument("--from-test", type=int, default=None, metavar="N",

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 
 import dreamdata
 from dreamdata.atomic import append_line, write_text_atomic
-from dreamdata.config import RunConfig, config_from_dict
+from dreamdata.config import RunConfig, config_from_dict, load_yaml
 from dreamdata.errors import CheckpointError
 
 CONFIG_FILE = "config.yaml"
@@ -92,7 +91,7 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: not a dreamdata run directory (no {CONFIG_FILE})")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+    return config_from_dict(load_yaml(path.read_text(), str(path)) or {})
 
 
 def read_data_info(run_dir: str | Path) -> dict[str, Any]:
