@@ -110,6 +110,7 @@ def _run_evaluate(args) -> int:
     from dreamdata.evaluation.extractor import resolve_extractor
     from dreamdata.evaluation.sources import load_reference, load_sample_set
     from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images, subsample
+    from dreamdata.sampling.generate import model_source
     from dreamdata.training.setup import resolve_device
 
     check_positive(n=args.n, ref_n=args.ref_n, steps=args.steps, batch=args.batch)
@@ -149,7 +150,7 @@ def _run_evaluate(args) -> int:
         sampling_started = time.perf_counter()
         samples = sample_for_evaluation(model.network, model.process, model.class_names, args.n, args.seed,
                                         args.sampler, args.steps, args.spacing, args.guidance, args.batch, device,
-                                        start=start)
+                                        start=start, source=model_source(model))
         sampling_seconds = time.perf_counter() - sampling_started
         out = Path(args.out) if args.out else (
             model.checkpoint.parent.parent / "eval" /

@@ -36,6 +36,8 @@ def add_interpolate(subparsers) -> None:
 
 def _run_interpolate(args) -> int:
     from dreamdata.sampling.generate import (
+        check_finite,
+        model_source,
         resolve_classes,
         sampling_timesteps,
         uint8_grid,
@@ -97,6 +99,7 @@ def _run_interpolate(args) -> int:
         name = f"interpolate-{'uncond' if class_a is None else f'class{class_a}'}-seed{args.seed}-to{seed2}"
     name += f"-{args.steps}steps-w{args.guidance:g}-step{model.step}.png"
     out = Path(args.out).expanduser() if args.out else model.checkpoint.parent.parent / "samples" / name
+    check_finite(frames, model_source(model), network, what=f"DDIM interpolation ({args.steps} steps)")
     write_png(uint8_grid(frames, nrow=args.frames), out)
     print(f"wrote {out} ({args.frames} frames, {what}, DDIM {args.steps} steps, w={args.guidance:g})")
     return 0

@@ -150,6 +150,7 @@ def _run_sample(args) -> int:
     from dreamdata.sampling.generate import (
         TrajectoryRecorder,
         generate,
+        model_source,
         resolve_classes,
         sampling_timesteps,
         uint8_grid,
@@ -207,7 +208,7 @@ def _run_sample(args) -> int:
     images = generate(network, process, labels if conditional else None, labels.numel(), args.seed,
                       sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance,
                       batch_size=args.batch, device=device, x0_clip=args.x0_clip, progress=True,
-                      indices=indices, on_step=recorder, start=start,
+                      indices=indices, on_step=recorder, start=start, source=model_source(model),
                       **({} if args.eta is None else {"eta": args.eta}))
     names = [model.class_names[c] for c in classes] if conditional else ["unconditional"]
     if grid_only:  # the command's original form: just the grid, at the given path
@@ -270,7 +271,7 @@ def _run_restore(args, model, device) -> int:
     from dreamdata import __version__
     from dreamdata.atomic import atomic_path, write_text_atomic
     from dreamdata.data import load_dataset
-    from dreamdata.sampling.generate import to_uint8, uint8_grid, write_png
+    from dreamdata.sampling.generate import check_finite, model_source, to_uint8, uint8_grid, write_png
     from dreamdata.sampling.restore import degrade_and_restore, restoration_scores
 
     check_positive(from_test=args.from_test)
@@ -282,6 +283,7 @@ def _run_restore(args, model, device) -> int:
     degraded, restored = degrade_and_restore(model.network, model.process, clean, labels, args.sampler, args.steps,
                                              args.seed, batch_size=args.batch, device=device, x0_clip=args.x0_clip,
                                              guidance_scale=args.guidance if conditional else 0.0)
+    check_finite(restored, model_source(model), model.network, what=f"restoring ({args.sampler})")
     scores = restoration_scores(restored, clean)
     if args.out:
         out_dir = Path(args.out).expanduser()
