@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import NoReturn
+
+from dreamdata.errors import DreamdataError
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -59,3 +62,18 @@ def guidance_scale(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a guidance scale w >= 0 (0 = no guidance), got {text!r}")
     return value
+
+
+def check_output_directory(path: str, option: str = "--out", file_inside: bool = False) -> None:
+    """``path`` (or, with ``file_inside``, the folder ``path`` is a file in) is a directory or can be made one:
+    neither it nor an existing folder above it is a file (``mkdir`` would fail with a FileExistsError
+    traceback, after the sampling)."""
+    target = Path(path).expanduser()
+    target = target.parent if file_inside else target
+    for candidate in (target, *target.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = ("is an existing file" if candidate == Path(path).expanduser() else
+                        f"lies inside {candidate}, a file")
+                raise DreamdataError(f"{option} {path}: {what}, so no output directory can be made there")
+            return

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from dreamdata.cli.arguments import finite_float, guidance_scale
+from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_scale
 from dreamdata.errors import DreamdataError
 
 
@@ -69,6 +69,7 @@ def _check_args(args) -> None:
 
     check_positive(per_class=args.per_class, steps=args.steps, batch=args.batch, chunk=args.chunk)
     check_sampler(args.sampler)
+    check_output_directory(args.out)
     if (args.keep_top is None) != (args.filter_classifier is None):
         raise DreamdataError("--keep-top and --filter-classifier go together (keep the top fraction by that "
                              "classifier's confidence)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dreamdata.cli.arguments import finite_float, guidance_scale, non_negative_float
+from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_scale, non_negative_float
 from dreamdata.errors import DreamdataError
 
 
@@ -170,6 +170,8 @@ def _run_sample(args) -> int:
     if args.x0_clip not in X0_CLIPS:
         raise DreamdataError(f"--x0-clip {args.x0_clip!r}: expected one of {', '.join(X0_CLIPS)}")
     grid_only = bool(args.out) and Path(args.out).suffix.lower() == ".png"
+    if args.out:  # a .png grid goes into its parent directory
+        check_output_directory(args.out, file_inside=grid_only)
     if grid_only and (args.trajectory or args.forward_strip):
         raise DreamdataError(f"--out {args.out}: a .png writes only the grid; give a directory for "
                              "--trajectory/--forward-strip")
