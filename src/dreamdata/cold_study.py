@@ -43,6 +43,8 @@ from dreamdata.config import (
     set_dotted,
 )
 from dreamdata.errors import ConfigError
+from dreamdata.finite_json import dumps as finite_dumps
+from dreamdata.finite_json import restore as restore_nonfinite
 from dreamdata.process import betas_from_config
 from dreamdata.process.schedules import derive_schedule
 
@@ -235,12 +237,12 @@ def run_cold_study(study: StudyConfig, out_dir: str | Path, fid_of: Optional[Fid
     if train_only:
         return out_dir
     results_path = out_dir / "results.json"
-    results = json.loads(results_path.read_text())["arms"] if results_path.is_file() else {}
+    results = restore_nonfinite(json.loads(results_path.read_text()))["arms"] if results_path.is_file() else {}
     for name in names:
         print(f"== {name}: evaluating", flush=True)
         results[name] = evaluate_arm(out_dir / "runs" / name, out_dir / name, study.evaluation, fid_of)
         record = {"study": study.name, "evaluation": dataclasses.asdict(study.evaluation), "arms": results}
-        write_text_atomic(results_path, json.dumps(record, indent=2) + "\n")
+        write_text_atomic(results_path, finite_dumps(record, indent=2) + "\n")
     ordered = {name: results[name] for name in study.arms if name in results}
     table = _table(ordered, with_fid=any("fid" in r for r in ordered.values()))
     write_text_atomic(out_dir / "table.md", table)

@@ -74,6 +74,23 @@ def _reference_data(args, run_data):
     return build_dataclass(DataConfig, values, "--ref-set ")
 
 
+def _check_run_fits_reference(model, reference, per_class: bool) -> None:
+    """What evaluate_images would refuse after sampling, refused before it: other image shapes, or (for the
+    per-class FID) classes the reference lacks."""
+    from dreamdata.evaluation.suite import check_reference_classes
+
+    network = model.network
+    shape = (int(network.in_channels), int(network.image_size), int(network.image_size))
+    if tuple(reference.images.shape[1:]) != shape:
+        r = reference.images.shape[1:]
+        raise DreamdataError(f"{model.checkpoint.parent.parent}: the run makes {shape[0]}x{shape[1]}x{shape[2]} "
+                             f"(CxHxW) images but the reference ({reference.source}) is {r[0]}x{r[1]}x{r[2]}; "
+                             "evaluate against data prepared the same way (--ref-set pad_to= / image_size= / "
+                             "channels=)")
+    if per_class and int(getattr(network, "num_classes", 0)) > 0:
+        check_reference_classes(model.class_names, reference)
+
+
 def _format_table(result: dict) -> str:
     rows = [("N samples / reference", f"{result['n_samples']:,} / {result['n_reference']:,}")]
     if "fid" in result:
@@ -99,7 +116,6 @@ def _format_table(result: dict) -> str:
 
 
 def _run_evaluate(args) -> int:
-    import json
     import time
 
     import torch
@@ -108,6 +124,7 @@ def _run_evaluate(args) -> int:
     from dreamdata.atomic import write_text_atomic
     from dreamdata.cli.sample import _start_for, check_positive, load_for_sampling, resolve_sampling_defaults
     from dreamdata.evaluation.extractor import resolve_extractor
+    from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.evaluation.sources import load_reference, load_sample_set
     from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images, subsample
     from dreamdata.sampling.generate import model_source
@@ -145,6 +162,8 @@ def _run_evaluate(args) -> int:
 
     if model is not None:
         from dreamdata.evaluation.generated import sample_for_evaluation
+
+        _check_run_fits_reference(model, reference, per_class=not args.no_per_class and "fid" in metrics)
 
         start, _ = _start_for(model, args)
         sampling_started = time.perf_counter()
@@ -189,7 +208,7 @@ def _run_evaluate(args) -> int:
                        "steps": args.steps, "spacing": args.spacing, "guidance": args.guidance,
                        "seed": args.seed, "weights": "raw" if args.no_ema else "ema", "device": str(device),
                        "sampling_seconds": sampling_seconds, "samples_per_second": args.n / sampling_seconds})
-    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out, finite_dumps(result, indent=2) + "\n")
     print(_format_table(result))
     print(f"wrote {out}")
     return 0

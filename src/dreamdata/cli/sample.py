@@ -141,12 +141,11 @@ def _write_forward_strip(path: Path, process, names: list[str], clean, columns: 
 
 
 def _run_sample(args) -> int:
-    import json
-
     import torch
 
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
+    from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.sampling.generate import (
         TrajectoryRecorder,
         generate,
@@ -242,7 +241,7 @@ def _run_sample(args) -> int:
         "forward_strip": args.forward_strip, "start_noise": start_noise,
         "files": files, "dreamdata": __version__, "torch": torch.__version__,
     }
-    write_text_atomic(out_dir / "sample.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out_dir / "sample.json", finite_dumps(record, indent=2) + "\n")
     print(f"wrote {len(images)} samples to {out_dir} "
           f"(rows: {', '.join(names)}; {', '.join(files)}, <class>/<k>.png, sample.json)")
     return 0
@@ -266,12 +265,11 @@ def _start_for(model, args):
 
 def _run_restore(args, model, device) -> int:
     """``--from-test N``: degrade test images to the last step, restore them, write grids and scores."""
-    import json
-
     import torch
 
     from dreamdata import __version__
     from dreamdata.atomic import atomic_path, write_text_atomic
+    from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.data import load_dataset
     from dreamdata.sampling.generate import check_finite, model_source, to_uint8, uint8_grid, write_png
     from dreamdata.sampling.restore import degrade_and_restore, restoration_scores
@@ -309,7 +307,7 @@ def _run_restore(args, model, device) -> int:
               "checkpoint": str(model.checkpoint), "step": model.step, "sampler": args.sampler,
               "steps": min(args.steps, model.process.num_steps), "test_images": count, "seed": args.seed,
               "conditional_labels": conditional, "scores": scores, "dreamdata": __version__}
-    write_text_atomic(out_dir / "sample.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out_dir / "sample.json", finite_dumps(record, indent=2) + "\n")
     print(f"restored {count} degraded test images into {out_dir}: RMSE {scores['rmse']:.4f}, "
           f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} (restoration.png: original / degraded / restored)")
     return 0

@@ -29,6 +29,8 @@ import dreamdata
 from dreamdata.atomic import append_line, write_text_atomic
 from dreamdata.config import RunConfig, config_from_dict, load_yaml
 from dreamdata.errors import CheckpointError
+from dreamdata.finite_json import dumps as finite_dumps
+from dreamdata.finite_json import restore as restore_nonfinite
 
 CONFIG_FILE = "config.yaml"
 VERSION_FILE = "version.json"
@@ -103,14 +105,14 @@ def read_data_info(run_dir: str | Path) -> dict[str, Any]:
 
 def log_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one record to ``metrics.jsonl``."""
-    append_line(run_dir / METRICS_FILE, json.dumps(record, sort_keys=False))
+    append_line(run_dir / METRICS_FILE, finite_dumps(record, sort_keys=False))  # NaN: null + a flag
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [restore_nonfinite(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def truncate_metrics(run_dir: Path, after_step: int) -> None:
