@@ -410,12 +410,10 @@ def _validate_numbers(config: RunConfig) -> None:
     """Ranges of the numeric keys, so a bad value fails when the config is built (and under ``--dry-run``),
     not as a torch traceback or a ZeroDivisionError mid-run. Non-finite floats are refused by ``_coerce``."""
     p, m, t = config.process, config.model, config.train
-    if p.kind == "gaussian":
-        for name in {"linear": ("beta_start", "beta_end"), "constant": ("constant_beta",)}.get(p.schedule, ()):
-            value = getattr(p, name)
-            _expect(0.0 < value < 1.0, f"process.{name}", value, "a variance 0 < beta < 1")
-        if p.schedule == "cosine":
-            _expect(p.cosine_s > 0.0, "process.cosine_s", p.cosine_s, "an offset s > 0")
+    for name in ("beta_start", "beta_end", "constant_beta"):  # checked whatever the schedule: a typo is a typo
+        value = getattr(p, name)
+        _expect(0.0 < value < 1.0, f"process.{name}", value, "a variance 0 < beta < 1")
+    _expect(p.cosine_s > 0.0, "process.cosine_s", p.cosine_s, "an offset s > 0")
     if p.loss_weighting == "min_snr":
         _expect(p.min_snr_gamma > 0.0, "process.min_snr_gamma", p.min_snr_gamma, "gamma > 0")
     _expect(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "0 <= dropout < 1")
