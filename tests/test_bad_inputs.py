@@ -267,3 +267,65 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, corpus, tmp_path, 
 def test_the_corpus_counts_its_cases():
     """RELIABILITY.md reports these counts; every case is distinct."""
     assert len({case.id for case in CASES}) == len(CASES) == 67
+
+
+# -- what the exit status alone cannot show ------------------------------------------------------------
+
+
+def test_evaluate_refuses_a_reference_of_other_classes_or_size_before_sampling(corpus, tmp_path, monkeypatch,
+                                                                              capsys):
+    import dreamdata.evaluation.generated
+    import dreamdata.evaluation.suite
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("sampled or extracted features before checking the reference")
+
+    monkeypatch.setattr(dreamdata.evaluation.generated, "sample_for_evaluation", must_not_run)
+    monkeypatch.setattr(dreamdata.evaluation.suite, "extract_features", must_not_run)
+    out = str(tmp_path / "m.json")
+    common = ["--n", "6", "--fid-weights", corpus["extractor"], "--out", out]
+    assert main(["evaluate", corpus["run"], "--ref", f"npz:{corpus['other-classes']}", *common]) == 2
+    assert main(["evaluate", corpus["run"], "--ref", f"npz:{corpus['npz']}", "--ref-set", "image_size=16",
+                 *common]) == 2
+    assert main(["evaluate", corpus["samples"], "--ref", f"npz:{corpus['other-classes']}", *common]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all("lacks" in line or "1x16x16" in line for line in errors)
+
+
+def test_json_records_write_null_and_a_flag_for_non_finite_numbers(tmp_path):
+    import json
+
+    from dreamdata.finite_json import dumps, restore
+    from dreamdata.training.run_dir import log_metrics, read_metrics
+
+    record = {"step": 5, "loss": float("nan"), "val": float("-inf"), "ok": 0.5,
+              "per_t": [1.0, float("inf")], "nested": {"fid": float("nan")}}
+    text = dumps(record)
+
+    def refuse(token):
+        raise ValueError(f"bare {token} in JSON")
+
+    parsed = json.loads(text, parse_constant=refuse)  # strict JSON: no NaN / Infinity tokens
+    assert parsed == {"step": 5, "loss": None, "loss_nonfinite": "nan", "val": None, "val_nonfinite": "-inf",
+                      "ok": 0.5, "per_t": [1.0, None], "per_t_nonfinite": [None, "inf"],
+                      "nested": {"fid": None, "fid_nonfinite": "nan"}}
+    back = restore(parsed)
+    assert back.keys() == record.keys() and back["val"] == float("-inf") and back["per_t"] == [1.0, float("inf")]
+    assert np.isnan(back["loss"]) and np.isnan(back["nested"]["fid"]) and back["ok"] == 0.5
+
+    log_metrics(tmp_path, {"step": 1, "loss": float("nan")})
+    line = (tmp_path / "metrics.jsonl").read_text()
+    assert json.loads(line, parse_constant=refuse) == {"step": 1, "loss": None, "loss_nonfinite": "nan"}
+    (logged,) = read_metrics(tmp_path)
+    assert logged["step"] == 1 and np.isnan(logged["loss"])
+
+
+def test_shipped_configs_name_no_absolute_data_path():
+    """A config shipped with the project must work on any machine: datasets by name, or paths relative to it."""
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("configs/*.yaml"), *root.glob("benchmarks/*.yaml"), *root.glob("src/dreamdata/presets/*.yaml")]
+    assert files
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            assert not re.search(r"(zip|npz|folder):\s*[/~]", code), f"{path.name}:{number}: {line.strip()}"

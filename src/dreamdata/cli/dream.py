@@ -26,7 +26,8 @@ def add_dream(subparsers) -> None:
                         help="output directory (new, empty, an unfinished dream run, or one to grow)")
     parser.add_argument("--classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to dream, repeatable or comma-separated (default all)")
-    parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance scale w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
+                        help="classifier-free guidance scale w >= 0 (default 0: none)")
     parser.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpm++2m, ... (default ddim)")
     parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")

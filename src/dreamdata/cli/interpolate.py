@@ -27,7 +27,8 @@ def add_interpolate(subparsers) -> None:
     parser.add_argument("--seed2", type=int, help="noise of the last frame (default --seed + 1; not with --to-class)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
-    parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance scale w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
+                        help="classifier-free guidance scale w >= 0 (default 0: none)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--out", metavar="FILE", help="output PNG (default RUN/samples/interpolate-....png)")

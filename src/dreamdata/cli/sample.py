@@ -20,7 +20,8 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--n", type=int, default=8, help="samples per class (default 8)")
     parser.add_argument("--class", dest="classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to sample, repeatable or comma-separated (default all)")
-    parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance scale w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
+                        help="classifier-free guidance scale w >= 0 (default 0: none)")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
                              "cold-naive for blur (cold diffusion) runs (default cold-improved)")

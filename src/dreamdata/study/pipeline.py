@@ -109,7 +109,8 @@ def _filter_classifier(config: StudyConfig, index: int, real, path: Path, device
 def _check_config(study_dir: Path, config: StudyConfig) -> None:
     stored = study_dir / "study.yaml"
     # compared as configs, not as text: a key added to StudyConfig since (at its default) is no difference
-    if stored.is_file() and build_dataclass(StudyConfig, load_yaml(stored.read_text(), str(stored)) or {}, "") != config:
+    stored_tree = (load_yaml(stored.read_text(), str(stored)) or {}) if stored.is_file() else None
+    if stored_tree is not None and build_dataclass(StudyConfig, stored_tree, "") != config:
         raise ConfigError(f"{stored}: this study directory was made with a different config; to start another "
                           f"study give another name (name=...), or delete {study_dir}")
     write_text_atomic(stored, config.to_yaml())
