@@ -329,3 +329,13 @@ def test_shipped_configs_name_no_absolute_data_path():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
             assert not re.search(r"(zip|npz|folder):\s*[/~]", code), f"{path.name}:{number}: {line.strip()}"
+
+
+def test_the_edges_of_each_range_are_still_accepted():
+    """The checks refuse only what is meaningless: 0 still disables clipping, warmup, checkpoints and rotation."""
+    config = load_config("tiny", ["train.lr=0", "train.grad_clip=0", "train.warmup_steps=0", "train.weight_decay=0",
+                                  "train.checkpoint_every=0", "train.keep_checkpoints=0", "train.val_every=0",
+                                  "train.adam_betas=[0,0.999999]", "train.log_every=1", "train.val_batches=1",
+                                  "train.sample_steps=1", "train.sample_per_class=1", "process.beta_end=0.999",
+                                  "evaluation.guidance=0"])
+    assert (config.train.lr, config.train.grad_clip, config.train.adam_betas) == (0.0, 0.0, [0.0, 0.999999])
