@@ -170,7 +170,8 @@ def test_guided_x0_is_the_classifier_free_combination(sampler):
     w = 1.5
 
     def fn(x, t, c):  # nonlinear in x, different per class and per step
-        return torch.tanh(3 * x + 0.1 * t.view(-1, 1, 1, 1)) * (1 + 0.5 * c.view(-1, 1, 1, 1)) - 0.2 * c.view(-1, 1, 1, 1)
+        c = c.view(-1, 1, 1, 1)
+        return torch.tanh(3 * x + 0.1 * t.view(-1, 1, 1, 1)) * (1 + 0.5 * c) - 0.2 * c
 
     network = Restorer(fn, num_classes=2)
     start = torch.randn((3, *SHAPE), generator=seeded(7), dtype=torch.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -12,7 +13,13 @@ from dreamdata.errors import DreamdataError
 from dreamdata.networks import build_network
 from dreamdata.process import GaussianDiffusion, cosine_betas
 from dreamdata.process.rng import per_sample_noise
-from dreamdata.sampling.generate import TrajectoryRecorder, generate, resolve_classes, to_uint8
+from dreamdata.sampling.generate import (
+    NonFiniteSamplesError,
+    TrajectoryRecorder,
+    generate,
+    resolve_classes,
+    to_uint8,
+)
 from dreamdata.sampling.interpolate import interpolate_classes, interpolate_seeds, slerp, slerp_path
 
 CLASS_NAMES = ["hstripes", "vstripes", "square"]
@@ -111,9 +118,28 @@ def test_generate_checks_its_arguments(network, process):
 
 
 def test_to_uint8_rounds_and_clamps():
-    x = torch.tensor([-1.0, -2.0, 0.0, 1.0, 3.0, float("nan"), 2 / 255 - 1])
-    assert to_uint8(x).tolist() == [0, 0, 128, 255, 255, 128, 1]
+    x = torch.tensor([-1.0, -2.0, 0.0, 1.0, 3.0, 2 / 255 - 1])
+    assert to_uint8(x).tolist() == [0, 0, 128, 255, 255, 1]
     assert to_uint8(x).dtype == torch.uint8
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_to_uint8_refuses_non_finite_values_instead_of_writing_grey(bad):
+    x = torch.zeros(3, 1, 2, 2)
+    x[1, 0, 1, 1] = bad  # one bad pixel in the second of three images
+    with pytest.raises(NonFiniteSamplesError, match="NaN/inf values in 1 of 3 images"):
+        to_uint8(x)
+
+
+def test_generate_refuses_a_network_that_outputs_nan(network, process):
+    nan_network = copy.deepcopy(network)
+    with torch.no_grad():
+        for parameter in nan_network.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(NonFiniteSamplesError, match=r"run R, step 7: sampling \(ddim, 2 steps\) produced NaN/inf "
+                                                    r"values in 2 of 2 images: the network's weights are NaN"):
+        generate(nan_network, process, LABELS[:2], 2, seed=0, sampler="ddim", steps=2, progress=False,
+                 source="run R, step 7")
 
 
 def test_trajectory_recorder_keeps_every_kth_step_and_the_last(network, process):

@@ -13,7 +13,7 @@ import yaml
 from dreamdata.cli import main
 from dreamdata.errors import ConfigError
 from dreamdata.experiments import runner
-from dreamdata.experiments.runner import plan_cells, resolve_arms, run_sweep
+from dreamdata.experiments.runner import resolve_arms, run_sweep
 from dreamdata.experiments.sweep_config import load_sweep, parse_sweep
 
 TINY_MODEL = {"network": "unet", "class_conditional": True, "base_channels": 8, "channel_mults": [1, 2],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 from dataclasses import dataclass, field
 from importlib import resources
@@ -154,6 +155,34 @@ class RunConfig:
 # Building a RunConfig from YAML and overrides, with errors that name the key and value.
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} on lines {seen[key]} and {line} of the same mapping")
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """Parse config YAML safely, with a ConfigError naming ``origin`` for invalid YAML or a duplicated key."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{origin}: not valid YAML: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"{origin}: {error}") from None
+
+
 def preset_names() -> list[str]:
     """Names of the YAML presets shipped with the package."""
     folder = resources.files("dreamdata") / "presets"
@@ -172,10 +201,7 @@ def read_config_file(path_or_preset: str) -> dict[str, Any]:
     else:
         raise ConfigError(f"config {path_or_preset!r}: no such file, and not a preset name "
                           f"(presets: {', '.join(preset_names())})")
-    try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{origin}: not valid YAML: {error}") from None
+    loaded = load_yaml(text, origin)
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -234,13 +260,18 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # nan and inf: no setting means them, and nan != nan breaks resume checks
+                raise ConfigError(f"config key {key}: expected a finite number, got {value!r}")
+            return number
     elif annotation is str:
         if isinstance(value, str):
             return value
@@ -368,7 +399,41 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"config key data.per_class: expected a positive integer, got {d.per_class}")
     if len(t.adam_betas) != 2:
         raise ConfigError(f"config key train.adam_betas: expected two numbers, got {t.adam_betas}")
+    _validate_numbers(config)
     _validate_evaluation(config.evaluation)
+
+
+def _expect(valid: bool, key: str, value: Any, expected: str) -> None:
+    if not valid:
+        raise ConfigError(f"config key {key}: expected {expected}, got {value}")
+
+
+def _validate_numbers(config: RunConfig) -> None:
+    """Ranges of the numeric keys, so a bad value fails when the config is built (and under ``--dry-run``),
+    not as a torch traceback or a ZeroDivisionError mid-run. Non-finite floats are refused by ``_coerce``."""
+    p, m, t = config.process, config.model, config.train
+    for name in ("beta_start", "beta_end", "constant_beta"):  # checked whatever the schedule: a typo is a typo
+        value = getattr(p, name)
+        _expect(0.0 < value < 1.0, f"process.{name}", value, "a variance 0 < beta < 1")
+    _expect(p.cosine_s > 0.0, "process.cosine_s", p.cosine_s, "an offset s > 0")
+    if p.loss_weighting == "min_snr":
+        _expect(p.min_snr_gamma > 0.0, "process.min_snr_gamma", p.min_snr_gamma, "gamma > 0")
+    _expect(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "0 <= dropout < 1")
+    for name in ("base_channels", "num_res_blocks", "attention_head_channels"):
+        _expect(getattr(m, name) >= 1, f"model.{name}", getattr(m, name), "a positive integer")
+    _expect(bool(m.channel_mults) and min(m.channel_mults) >= 1, "model.channel_mults", m.channel_mults,
+            "a non-empty list of positive integers")
+    _expect(t.lr >= 0.0, "train.lr", t.lr, "a learning rate >= 0")
+    _expect(t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay, "a weight decay >= 0")
+    _expect(all(0.0 <= beta < 1.0 for beta in t.adam_betas), "train.adam_betas", t.adam_betas,
+            "two numbers in [0, 1)")
+    for name in ("log_every", "val_batches", "sample_per_class", "sample_steps"):
+        _expect(getattr(t, name) >= 1, f"train.{name}", getattr(t, name), "a positive integer")
+    for name in ("val_every", "checkpoint_every", "keep_checkpoints", "warmup_steps"):
+        _expect(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "an integer >= 0")
+    _expect(t.grad_clip >= 0.0, "train.grad_clip", t.grad_clip, "a gradient norm >= 0 (0 disables clipping)")
+    _expect(t.num_threads is None or t.num_threads >= 1, "train.num_threads", t.num_threads,
+            "a positive integer or null")
 
 
 def _validate_evaluation(e: EvaluationConfig) -> None:
@@ -380,6 +445,7 @@ def _validate_evaluation(e: EvaluationConfig) -> None:
     for key in ("steps", "batch_size"):
         if getattr(e, key) < 1:
             raise ConfigError(f"config key evaluation.{key}: expected a positive integer, got {getattr(e, key)}")
+    _expect(e.guidance >= 0.0, "evaluation.guidance", e.guidance, "a guidance scale w >= 0")
     _choice("evaluation.reference_split", e.reference_split, ("train", "test"))
     for name in e.metrics:
         _choice("evaluation.metrics", name, ("fid", "kid", "is", "pr"))

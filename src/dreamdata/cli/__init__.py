@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from dreamdata.cli.arguments import OneLineErrorParser
 from dreamdata.cli.augment import add_augment, add_classifier
 from dreamdata.cli.dream import add_dream
 from dreamdata.cli.evaluate import add_evaluate
@@ -25,7 +26,7 @@ from dreamdata.errors import DreamdataError
 def build_parser() -> argparse.ArgumentParser:
     from dreamdata import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="dreamdata", description="Train image diffusion models and dream up labelled training data with them.")
     parser.add_argument("--version", action="version", version=f"dreamdata {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dreamdata.cli.arguments import positive_float
 from dreamdata.errors import DreamdataError
 
 
@@ -23,7 +24,7 @@ def _add_real_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=500, help="optimiser steps per classifier: the same for "
                                                                "every arm (default 500)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=positive_float, default=2e-3)
     parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                         help="random horizontal flips while training the classifier (default: the dataset's - on "
                              "for fashion-mnist, cifar10, cifar100; off for mnist and folder:/zip:/npz: data)")
@@ -45,7 +46,7 @@ def add_augment(subparsers) -> None:
     parser.add_argument("--arms", default="real,real+synthetic,synthetic",
                         help="comma-separated arms; the first is the baseline of the paired comparisons")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per arm (default 5)")
-    parser.add_argument("--synthetic-ratio", type=float, metavar="R",
+    parser.add_argument("--synthetic-ratio", type=positive_float, metavar="R",
                         help="use R synthetic images per real image of each class (default: all)")
     parser.add_argument("--expect-model", metavar="RUN", help="fail unless --synthetic's manifest names this "
                                                               "run's (or .safetensors') checkpoint")

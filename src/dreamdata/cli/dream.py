@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_scale
 from dreamdata.errors import DreamdataError
 
 
@@ -25,7 +26,8 @@ def add_dream(subparsers) -> None:
                         help="output directory (new, empty, an unfinished dream run, or one to grow)")
     parser.add_argument("--classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to dream, repeatable or comma-separated (default all)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
+                        help="classifier-free guidance scale w >= 0 (default 0: none)")
     parser.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpm++2m, ... (default ddim)")
     parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
@@ -34,7 +36,7 @@ def add_dream(subparsers) -> None:
     parser.add_argument("--chunk", type=int, default=500, help="images per chunk file, the unit of resuming "
                                                                "and of sharding (default 500)")
     parser.add_argument("--format", default="folder,npz", help="folder, npz or folder,npz (default both)")
-    parser.add_argument("--keep-top", type=float, metavar="FRACTION",
+    parser.add_argument("--keep-top", type=finite_float, metavar="FRACTION",
                         help="keep only this fraction of each class: the images --filter-classifier is most "
                              "confident belong to their class")
     parser.add_argument("--filter-classifier", metavar="PATH",
@@ -64,11 +66,12 @@ def build_spec(args, model, classes: list[int]):
 
 
 def _check_args(args) -> None:
-    from dreamdata.cli.options import check_positive
+    from dreamdata.cli.arguments import check_positive
     from dreamdata.sampling.from_run import check_sampler
 
     check_positive(per_class=args.per_class, steps=args.steps, batch=args.batch, chunk=args.chunk)
     check_sampler(args.sampler)
+    check_output_directory(args.out)
     if (args.keep_top is None) != (args.filter_classifier is None):
         raise DreamdataError("--keep-top and --filter-classifier go together (keep the top fraction by that "
                              "classifier's confidence)")

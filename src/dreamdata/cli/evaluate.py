@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from dreamdata.cli.arguments import guidance_scale, non_negative_float
 from dreamdata.errors import DreamdataError
 
 DEFAULT_N = 10_000
@@ -35,10 +36,10 @@ def add_evaluate(subparsers) -> None:
     parser.add_argument("--fid-weights", help="local TorchScript Inception-v3 (default $DREAMDATA_FID_WEIGHTS)")
     parser.add_argument("--sampler", help="sampler for a run (default ddim; cold-improved for blur runs)")
     parser.add_argument("--steps", type=int, help="sampling steps for a run (default 50; every step T for blur runs)")
-    parser.add_argument("--start-noise", type=float, default=None, metavar="STD",
+    parser.add_argument("--start-noise", type=non_negative_float, default=None, metavar="STD",
                         help="blur runs: std of the noise added to the flat start image (default: the run's own)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance w (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; also seeds KID/IS subsets")
     parser.add_argument("--batch", type=int, default=256, help="sampling batch (default 256)")
     parser.add_argument("--device", default="auto")
@@ -73,6 +74,23 @@ def _reference_data(args, run_data):
     return build_dataclass(DataConfig, values, "--ref-set ")
 
 
+def _check_run_fits_reference(model, reference, per_class: bool) -> None:
+    """What evaluate_images would refuse after sampling, refused before it: other image shapes, or (for the
+    per-class FID) classes the reference lacks."""
+    from dreamdata.evaluation.suite import check_reference_classes
+
+    network = model.network
+    shape = (int(network.in_channels), int(network.image_size), int(network.image_size))
+    if tuple(reference.images.shape[1:]) != shape:
+        r = reference.images.shape[1:]
+        raise DreamdataError(f"{model.checkpoint.parent.parent}: the run makes {shape[0]}x{shape[1]}x{shape[2]} "
+                             f"(CxHxW) images but the reference ({reference.source}) is {r[0]}x{r[1]}x{r[2]}; "
+                             "evaluate against data prepared the same way (--ref-set pad_to= / image_size= / "
+                             "channels=)")
+    if per_class and int(getattr(network, "num_classes", 0)) > 0:
+        check_reference_classes(model.class_names, reference)
+
+
 def _format_table(result: dict) -> str:
     rows = [("N samples / reference", f"{result['n_samples']:,} / {result['n_reference']:,}")]
     if "fid" in result:
@@ -98,18 +116,19 @@ def _format_table(result: dict) -> str:
 
 
 def _run_evaluate(args) -> int:
-    import json
     import time
 
     import torch
 
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
-    from dreamdata.cli.options import check_positive
+    from dreamdata.cli.arguments import check_positive
     from dreamdata.sampling.from_run import load_for_sampling, sampler_and_steps, start_distribution
     from dreamdata.evaluation.extractor import resolve_extractor
+    from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.evaluation.sources import load_reference, load_sample_set
     from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images, subsample
+    from dreamdata.sampling.generate import model_source
     from dreamdata.training.setup import resolve_device
 
     check_positive(n=args.n, ref_n=args.ref_n, steps=args.steps, batch=args.batch)
@@ -145,11 +164,13 @@ def _run_evaluate(args) -> int:
     if model is not None:
         from dreamdata.evaluation.generated import sample_for_evaluation
 
+        _check_run_fits_reference(model, reference, per_class=not args.no_per_class and "fid" in metrics)
+
         start, _ = start_distribution(model, args.sampler, args.start_noise)
         sampling_started = time.perf_counter()
         samples = sample_for_evaluation(model.network, model.process, model.class_names, args.n, args.seed,
                                         args.sampler, args.steps, args.spacing, args.guidance, args.batch, device,
-                                        start=start)
+                                        start=start, source=model_source(model))
         sampling_seconds = time.perf_counter() - sampling_started
         out = Path(args.out) if args.out else (
             model.checkpoint.parent.parent / "eval" /
@@ -188,7 +209,7 @@ def _run_evaluate(args) -> int:
                        "steps": args.steps, "spacing": args.spacing, "guidance": args.guidance,
                        "seed": args.seed, "weights": "raw" if args.no_ema else "ema", "device": str(device),
                        "sampling_seconds": sampling_seconds, "samples_per_second": args.n / sampling_seconds})
-    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out, finite_dumps(result, indent=2) + "\n")
     print(_format_table(result))
     print(f"wrote {out}")
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dreamdata.cli.options import check_positive
+from dreamdata.cli.arguments import guidance_scale
+from dreamdata.cli.arguments import check_positive
 from dreamdata.sampling.from_run import load_for_sampling
 from dreamdata.errors import DreamdataError
 
@@ -27,7 +28,8 @@ def add_interpolate(subparsers) -> None:
     parser.add_argument("--seed2", type=int, help="noise of the last frame (default --seed + 1; not with --to-class)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
+                        help="classifier-free guidance scale w >= 0 (default 0: none)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--out", metavar="FILE", help="output PNG (default RUN/samples/interpolate-....png)")
@@ -36,6 +38,8 @@ def add_interpolate(subparsers) -> None:
 
 def _run_interpolate(args) -> int:
     from dreamdata.sampling.generate import (
+        check_finite,
+        model_source,
         resolve_classes,
         sampling_timesteps,
         uint8_grid,
@@ -97,6 +101,7 @@ def _run_interpolate(args) -> int:
         name = f"interpolate-{'uncond' if class_a is None else f'class{class_a}'}-seed{args.seed}-to{seed2}"
     name += f"-{args.steps}steps-w{args.guidance:g}-step{model.step}.png"
     out = Path(args.out).expanduser() if args.out else model.checkpoint.parent.parent / "samples" / name
+    check_finite(frames, model_source(model), network, what=f"DDIM interpolation ({args.steps} steps)")
     write_png(uint8_grid(frames, nrow=args.frames), out)
     print(f"wrote {out} ({args.frames} frames, {what}, DDIM {args.steps} steps, w={args.guidance:g})")
     return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dreamdata.cli.options import check_positive
+from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_scale, non_negative_float
+from dreamdata.cli.arguments import check_positive
 from dreamdata.errors import DreamdataError
 
 
@@ -20,7 +21,8 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--n", type=int, default=8, help="samples per class (default 8)")
     parser.add_argument("--class", dest="classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to sample, repeatable or comma-separated (default all)")
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale w (default 0)")
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
+                        help="classifier-free guidance scale w >= 0 (default 0: none)")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
                              "cold-naive for blur (cold diffusion) runs (default cold-improved)")
@@ -28,7 +30,7 @@ def add_sample(subparsers) -> None:
                         help="sampling steps (default 100 for Gaussian runs, every step T for blur runs; capped at T)")
     parser.add_argument("--spacing", default="linspace",
                         help="timestep spacing: linspace, leading, trailing, quadratic, logsnr (default linspace)")
-    parser.add_argument("--eta", type=float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
+    parser.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
     parser.add_argument("--x0-clip", default="static", help="x0 clipping: none, static, dynamic (default static)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64,
@@ -40,7 +42,7 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--forward-strip", type=int, nargs="?", const=8, metavar="K",
                         help="also write forward.png: a training image per class noised at K evenly spaced t "
                              "(default K=8)")
-    parser.add_argument("--start-noise", type=float, default=None, metavar="STD",
+    parser.add_argument("--start-noise", type=non_negative_float, default=None, metavar="STD",
                         help="blur runs: std of the noise added to the flat start image (default: the run's "
                              "process.blur_start_noise)")
     parser.add_argument("--from-test", type=int, default=None, metavar="N",
@@ -101,15 +103,15 @@ def _write_forward_strip(path: Path, process, names: list[str], clean, columns: 
 
 
 def _run_sample(args) -> int:
-    import json
-
     import torch
 
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
+    from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.sampling.generate import (
         TrajectoryRecorder,
         generate,
+        model_source,
         resolve_classes,
         sampling_timesteps,
         uint8_grid,
@@ -130,6 +132,8 @@ def _run_sample(args) -> int:
     if args.x0_clip not in X0_CLIPS:
         raise DreamdataError(f"--x0-clip {args.x0_clip!r}: expected one of {', '.join(X0_CLIPS)}")
     grid_only = bool(args.out) and Path(args.out).suffix.lower() == ".png"
+    if args.out:  # a .png grid goes into its parent directory
+        check_output_directory(args.out, file_inside=grid_only)
     if grid_only and (args.trajectory or args.forward_strip):
         raise DreamdataError(f"--out {args.out}: a .png writes only the grid; give a directory for "
                              "--trajectory/--forward-strip")
@@ -168,7 +172,7 @@ def _run_sample(args) -> int:
     images = generate(network, process, labels if conditional else None, labels.numel(), args.seed,
                       sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance,
                       batch_size=args.batch, device=device, x0_clip=args.x0_clip, progress=True,
-                      indices=indices, on_step=recorder, start=start,
+                      indices=indices, on_step=recorder, start=start, source=model_source(model),
                       **({} if args.eta is None else {"eta": args.eta}))
     names = [model.class_names[c] for c in classes] if conditional else ["unconditional"]
     if grid_only:  # the command's original form: just the grid, at the given path
@@ -200,7 +204,7 @@ def _run_sample(args) -> int:
         "forward_strip": args.forward_strip, "start_noise": start_noise,
         "files": files, "dreamdata": __version__, "torch": torch.__version__,
     }
-    write_text_atomic(out_dir / "sample.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out_dir / "sample.json", finite_dumps(record, indent=2) + "\n")
     print(f"wrote {len(images)} samples to {out_dir} "
           f"(rows: {', '.join(names)}; {', '.join(files)}, <class>/<k>.png, sample.json)")
     return 0
@@ -208,14 +212,13 @@ def _run_sample(args) -> int:
 
 def _run_restore(args, model, device) -> int:
     """``--from-test N``: degrade test images to the last step, restore them, write grids and scores."""
-    import json
-
     import torch
 
     from dreamdata import __version__
     from dreamdata.atomic import atomic_path, write_text_atomic
+    from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.data import load_dataset
-    from dreamdata.sampling.generate import to_uint8, uint8_grid, write_png
+    from dreamdata.sampling.generate import check_finite, model_source, to_uint8, uint8_grid, write_png
     from dreamdata.sampling.restore import degrade_and_restore, restoration_scores
 
     check_positive(from_test=args.from_test)
@@ -227,6 +230,7 @@ def _run_restore(args, model, device) -> int:
     degraded, restored = degrade_and_restore(model.network, model.process, clean, labels, args.sampler, args.steps,
                                              args.seed, batch_size=args.batch, device=device, x0_clip=args.x0_clip,
                                              guidance_scale=args.guidance if conditional else 0.0)
+    check_finite(restored, model_source(model), model.network, what=f"restoring ({args.sampler})")
     scores = restoration_scores(restored, clean)
     if args.out:
         out_dir = Path(args.out).expanduser()
@@ -250,7 +254,7 @@ def _run_restore(args, model, device) -> int:
               "checkpoint": str(model.checkpoint), "step": model.step, "sampler": args.sampler,
               "steps": min(args.steps, model.process.num_steps), "test_images": count, "seed": args.seed,
               "conditional_labels": conditional, "scores": scores, "dreamdata": __version__}
-    write_text_atomic(out_dir / "sample.json", json.dumps(record, indent=2) + "\n")
+    write_text_atomic(out_dir / "sample.json", finite_dumps(record, indent=2) + "\n")
     print(f"restored {count} degraded test images into {out_dir}: RMSE {scores['rmse']:.4f}, "
           f"PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f} (restoration.png: original / degraded / restored)")
     return 0

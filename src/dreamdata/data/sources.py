@@ -8,6 +8,7 @@ for reproducibility: ``per_class`` picks among the selected classes only, with `
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -73,14 +74,25 @@ def parse_spec(spec: str) -> tuple[str, str]:
     raise DataError(f"data.dataset {spec!r}: unknown dataset; expected one of {VALID_FORMS}{hint}")
 
 
-def load_npz(path: Path) -> ImageData:
+def load_npz(path: Path, allow_empty_classes: bool = False) -> ImageData:
     """Images and labels from an ``.npz`` with keys ``images``, ``labels`` and optionally ``class_names``.
 
-    ``images`` is uint8 ``[N, H, W]`` (grayscale) or ``[N, H, W, C]`` with C 1 or 3. Without
-    ``class_names`` the classes are named ``"0" .. "k-1"``. The same file serves whichever split is asked.
+    ``images`` is uint8 ``[N, H, W]`` (grayscale) or ``[N, H, W, C]`` with C 1 or 3. ``labels`` are
+    ``0 .. K-1``, with K the number of ``class_names``, or without them the number of distinct labels
+    (the classes are then named ``"0" .. "K-1"``). Every class needs an image, as in an image folder, unless
+    ``allow_empty_classes`` (a set of samples of some classes only). The same file serves whichever split
+    is asked.
     """
     if not path.exists():
         raise DataError(f"npz {path}: no such file")
+    if not path.is_file():
+        raise DataError(f"npz {path}: not a file (expected numpy.savez output)")
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and complain about object data
+        with open(path, "rb") as handle:
+            is_npy = handle.read(6) == b"\x93NUMPY"
+        what = "a single .npy array" if is_npy else "not an npz file"
+        raise DataError(f"npz {path}: {what}; expected numpy.savez output (a zip of arrays images, labels and "
+                        "optionally class_names)")
     try:
         with np.load(path, allow_pickle=False) as stored:
             keys = sorted(stored.files)
@@ -106,15 +118,33 @@ def load_npz(path: Path) -> ImageData:
     if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"npz {path}: labels must be integers of shape [{len(images)}] to match images, "
                         f"got {labels.dtype} {list(labels.shape)}")
-    if len(labels) and labels.min() < 0:
-        raise DataError(f"npz {path}: labels must be >= 0, found {int(labels.min())}")
-    top = int(labels.max()) + 1 if len(labels) else 0
-    if names is None:
-        names = [str(index) for index in range(top)]
-    elif len(names) < top:
-        raise DataError(f"npz {path}: {len(names)} class_names but labels go up to {top - 1}")
+    names = _npz_class_names(path, labels, names, allow_empty_classes)
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
     return ImageData(tensor, torch.from_numpy(labels.astype(np.int64)), names, f"npz {path}")
+
+
+def _npz_class_names(path: Path, labels: np.ndarray, names: list[str] | None, allow_empty: bool) -> list[str]:
+    """The class names of an npz's ``labels``, checking they are ``0 .. K-1`` (K from ``names``, else the
+    number of distinct labels) before anything is sized by them: one label of 10**9 must not build a
+    10**9-class model."""
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"npz {path}: labels must be >= 0, found {int(labels.min())}")
+    present = np.unique(labels)
+    count = len(names) if names is not None else len(present)
+    source = f"{count} class_names" if names is not None else f"{count} distinct labels (no class_names)"
+    outside = present[present >= count]
+    if len(outside):
+        shown = ", ".join(str(int(label)) for label in outside[:5]) + (", ..." if len(outside) > 5 else "")
+        raise DataError(f"npz {path}: labels must be 0..{count - 1} for its {source}, found label(s) {shown}")
+    if names is None:
+        return [str(index) for index in range(count)]
+    empty = np.setdiff1d(np.arange(count), present)
+    if len(empty) and not allow_empty:
+        shown = [names[int(label)] for label in empty[:5]]
+        raise DataError(f"npz {path}: no images of class(es) {shown}{' ...' if len(empty) > 5 else ''} (labels "
+                        f"{', '.join(str(int(label)) for label in empty[:5])}); every class in class_names needs "
+                        "at least one image")
+    return names
 
 
 def _check_options(config: DataConfig) -> None:

@@ -30,11 +30,13 @@ import numpy as np
 import torch
 
 from dreamdata.atomic import atomic_path
-from dreamdata.dream.manifest import DreamSpec, check_resumable, grows, write_manifest
+from dreamdata.dream.manifest import MANIFEST, DreamSpec, check_resumable, grows, write_manifest
 from dreamdata.errors import DataError
 from dreamdata.sampling.generate import (
+    NonFiniteSamplesError,
     class_directory_names,
     generate,
+    model_source,
     to_uint8,
     uint8_grid,
     write_png,
@@ -98,7 +100,7 @@ def dream_chunks(model, spec: DreamSpec, out_dir: Path, context: DistributedCont
         images = generate(model.network, model.process, labels[rows], len(labels[rows]), spec.seed,
                           sampler=spec.sampler, steps=spec.steps, spacing=spec.spacing,
                           guidance_scale=spec.guidance, batch_size=batch_size, device=device, progress=progress,
-                          indices=indices[rows], **sampler_options)
+                          indices=indices[rows], source=model_source(model), **sampler_options)
         pixels = to_uint8(images).permute(0, 2, 3, 1).contiguous().numpy()
         _save_npz(path, images=pixels, labels=labels[rows].numpy(), positions=positions[rows].numpy(),
                   indices=indices[rows].numpy(), seconds=np.float64(time.perf_counter() - started))
@@ -213,6 +215,19 @@ def prepare_growth(out_dir: Path, manifest: dict, spec: DreamSpec, run_info: dic
     write_manifest(out_dir, spec, "incomplete", **(run_info or {}))
 
 
+def _remove_started(out_dir: Path, created: bool) -> None:
+    """Undo a fresh start that dreamed no chunk (the model gives NaN): remove its manifest, and the directory
+    if this run created it, so no dream run is left that can never finish."""
+    chunks = out_dir / CHUNK_DIR
+    if chunks.is_dir() and any(chunks.iterdir()):
+        return
+    if chunks.is_dir():
+        chunks.rmdir()
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+
+
 def _has_outputs(out_dir: Path, formats: tuple[str, ...], manifest: dict) -> bool:
     """Whether a complete set already holds every asked-for format (else it is assembled again from the chunks)."""
     if "npz" in formats and not (out_dir / DATASET_NPZ).is_file():
@@ -242,13 +257,19 @@ def dream_dataset(model, spec: DreamSpec, out_dir: str | Path, formats: tuple[st
             and _has_outputs(out_dir, formats, existing)):
         total = (len(spec.classes) * spec.per_class + spec.chunk - 1) // spec.chunk
         return DreamResult(out_dir, True, total, total, 0)
+    created = not out_dir.exists()
     if context.is_main and existing is None:
         write_manifest(out_dir, spec, "incomplete", **(run_info or {}))
     elif context.is_main and growing:
         prepare_growth(out_dir, existing, spec, run_info)
     barrier()
-    done, total, dreamed = dream_chunks(model, spec, out_dir, context, batch_size, device, progress, max_chunks,
-                                        **sampler_options)
+    try:
+        done, total, dreamed = dream_chunks(model, spec, out_dir, context, batch_size, device, progress,
+                                            max_chunks, **sampler_options)
+    except NonFiniteSamplesError:
+        if existing is None and context.world_size == 1:
+            _remove_started(out_dir, created)
+        raise
     barrier()
     done = sum(chunk_path(out_dir, chunk).is_file() for chunk in range(total))
     complete = done == total

@@ -48,7 +48,7 @@ def _from_npz(path: Path) -> ImageSet:
             raise DataError(f"{path}: 'images' must be uint8 [N, H, W, C], got {images.dtype} {list(images.shape)}")
         pixels = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         return ImageSet(pixels, None, [], f"{path} ({len(pixels)} images)")
-    data = load_npz(path)
+    data = load_npz(path, allow_empty_classes=True)  # `sample --class A` samples some classes only
     return ImageSet(data.images, data.labels, list(data.class_names), f"{path} ({len(data)} images)")
 
 

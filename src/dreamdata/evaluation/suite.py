@@ -82,6 +82,18 @@ def check_comparable(samples: ImageSet, reference: ImageSet) -> None:
                         "same way (e.g. the run's data.pad_to / image_size / channels)")
 
 
+def check_reference_classes(class_names: Sequence[str], reference: ImageSet) -> None:
+    """Per-class FID compares each sample class with the reference images of the same name: refuse sample
+    classes the reference lacks (before any sampling or feature extraction)."""
+    if reference.labels is None:
+        return
+    lacking = [name for name in class_names if name not in reference.class_names]
+    if lacking:
+        raise DataError(f"samples have class(es) {', '.join(map(repr, lacking))}, which the reference "
+                        f"({reference.source}) lacks (it has {', '.join(reference.class_names)}); give the "
+                        "run's own dataset as --ref, or --no-per-class")
+
+
 def _warn_small(count: int, what: str) -> None:
     if count < FID_STABLE_N:
         warnings.warn(f"{what}: N = {count} < {FID_STABLE_N} images, so the 2048-d covariance is singular and "
@@ -95,13 +107,10 @@ def _per_class_fid(samples: ImageSet, sample_features: ImageFeatures, reference:
         return {}
     results = {}
     reference_index = {name: i for i, name in enumerate(reference.class_names)}
-    for label in samples.labels.unique().tolist():
-        if label < 0:
-            continue
+    present = [label for label in samples.labels.unique().tolist() if label >= 0]
+    check_reference_classes([samples.class_names[label] for label in present], reference)
+    for label in present:
         name = samples.class_names[label]
-        if name not in reference_index:
-            raise DataError(f"samples have class {name!r}, which the reference ({reference.source}) lacks "
-                            f"(it has {', '.join(reference.class_names)})")
         fake = sample_features.pool[samples.labels == label]
         real = reference_features.pool[reference.labels == reference_index[name]]
         if len(fake) < 2 or len(real) < 2:
@@ -117,6 +126,9 @@ def evaluate_images(samples: ImageSet, reference: ImageSet, extractor: FeatureEx
     """All requested metrics of ``samples`` against ``reference``, as a JSON-ready dict."""
     options = options or EvaluationOptions()
     check_comparable(samples, reference)
+    if options.per_class and "fid" in options.metrics and samples.labels is not None:
+        check_reference_classes([samples.class_names[label] for label in samples.labels.unique().tolist()
+                                 if label >= 0], reference)  # before the features, not after
     _warn_small(len(samples), f"samples ({samples.source})")
     started = time.perf_counter()
     kwargs = dict(batch_size=options.batch_size, cache_dir=options.cache_dir, use_cache=options.use_cache,

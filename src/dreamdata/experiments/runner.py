@@ -26,7 +26,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -44,6 +44,7 @@ from dreamdata.experiments.cells import (
     select_checkpoints,
 )
 from dreamdata.experiments.sweep_config import SweepConfig
+from dreamdata.finite_json import dumps as finite_dumps
 
 __all__ = ["plan_cells", "resolve_arms", "run_sweep", "shard_from_environment"]
 
@@ -207,7 +208,7 @@ def assemble_results(out_dir: Path, cells: list[Cell]) -> list[dict[str, Any]]:
         result = read_json(out_dir / "cells" / cell.key / RESULT_FILE)
         if result is not None:
             lines.append(result)
-    write_text_atomic(out_dir / RESULTS_FILE, "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+    write_text_atomic(out_dir / RESULTS_FILE, "".join(finite_dumps(line, sort_keys=True) + "\n" for line in lines))
     return lines
 
 
@@ -246,7 +247,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, shard: tuple[int, int] = 
         line = {"cell": cell.key, "arm": cell.arm, "axes": arm.axes, "checkpoint_step": cell.checkpoint_step,
                 "sampling": cell.sampling, **result}
         line["seconds"]["total"] = round(time.perf_counter() - started, 2)
-        write_text_atomic(cell_dir / RESULT_FILE, json.dumps(line, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(cell_dir / RESULT_FILE, finite_dumps(line, indent=1, sort_keys=True) + "\n")
         with _results_lock(out_dir):
             assemble_results(out_dir, cells)
     with _results_lock(out_dir):

@@ -40,10 +40,13 @@ from dreamdata.sampling.registry import get_sampler
 from dreamdata.sampling.timesteps import timestep_sequence
 
 __all__ = [
+    "NonFiniteSamplesError",
     "TrajectoryRecorder",
+    "check_finite",
     "UnknownClassError",
     "class_directory_names",
     "generate",
+    "model_source",
     "resolve_classes",
     "sampling_timesteps",
     "to_uint8",
@@ -58,14 +61,53 @@ StepHook = Callable[[torch.Tensor, int, int, torch.Tensor, torch.Tensor], None]
 StartSampler = Callable[[PerSampleGenerator, tuple, torch.device], torch.Tensor]
 
 
+class NonFiniteSamplesError(DreamdataError):
+    """Sampling produced NaN or inf. Such images would be written as flat grey (NaN) or saturated (inf)
+    pixels that look like data, so nothing is written."""
+
+
+def model_source(model) -> str:
+    """How an error names a loaded run (:class:`~dreamdata.training.pretrained.TrainedModel`): the run
+    directory and the training step of its checkpoint."""
+    checkpoint = Path(model.checkpoint)
+    if checkpoint.parent.name == "checkpoints":  # RUN/checkpoints/step-N.safetensors
+        return f"run {checkpoint.parent.parent}, checkpoint step {model.step} ({checkpoint.name})"
+    return f"checkpoint {checkpoint} (step {model.step})"
+
+
+def _weights_are_finite(network) -> bool:
+    parameters = network.parameters() if hasattr(network, "parameters") else ()
+    return all(bool(torch.isfinite(p).all()) for p in parameters)
+
+
+def check_finite(images: torch.Tensor, source: Optional[str] = None, network=None, what: str = "sampling") -> None:
+    """Raise :class:`NonFiniteSamplesError` naming ``source`` if ``images`` ``[N, ...]`` hold NaN or inf."""
+    if images.numel() == 0:
+        return
+    finite = torch.isfinite(images.detach()).reshape(images.shape[0] if images.ndim > 1 else 1, -1).all(1)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).sum())
+    cause = ""
+    if network is not None:
+        cause = (": the network's weights are NaN/inf (training diverged; sample an earlier checkpoint or "
+                 "retrain with a lower train.lr)" if not _weights_are_finite(network) else
+                 ": the weights are finite, so the sampler diverged (try a lower --guidance, another --sampler "
+                 "or more --steps)")
+    raise NonFiniteSamplesError(f"{source or 'the model'}: {what} produced NaN/inf values in {bad} of "
+                                f"{len(finite)} images{cause}; nothing was written")
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Images in ``[-1, 1]`` (any shape) -> uint8 ``round((x + 1) * 127.5)``, clamped to ``0..255``.
 
-    NaNs become mid-gray. Same layout and device as the input (use ``.permute(0, 2, 3, 1)`` for NHWC).
-    The rounding matches :func:`dreamdata.sampling.grid.image_grid` (``(x + 1) / 2 * 255``) except for
-    values that land within float32 rounding of a half-integer.
+    NaN or inf raise :class:`NonFiniteSamplesError` (they used to become flat grey images that look like
+    data). Same layout and device as the input (use ``.permute(0, 2, 3, 1)`` for NHWC). The rounding
+    matches :func:`dreamdata.sampling.grid.image_grid` (``(x + 1) / 2 * 255``) except for values that land
+    within float32 rounding of a half-integer.
     """
-    unit = images.detach().float().nan_to_num(0.0).clamp(-1.0, 1.0)
+    check_finite(images, what="the images to save")
+    unit = images.detach().float().clamp(-1.0, 1.0)
     return ((unit + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -101,8 +143,11 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
              batch_size: int = 64, device: Optional[torch.device | str] = None, x0_clip: str = "static",
              progress: bool = True, start_index: int = 0, indices: Optional[Sequence[int] | torch.Tensor] = None,
              on_step: Optional[StepHook] = None, start: Optional[StartSampler] = None,
-             **sampler_options) -> torch.Tensor:
+             source: Optional[str] = None, **sampler_options) -> torch.Tensor:
     """Draw ``count`` samples; returns a float32 CPU tensor ``[count, C, H, W]`` clamped to ``[-1, 1]``.
+
+    A batch with NaN or inf raises :class:`NonFiniteSamplesError` naming ``source`` (e.g.
+    :func:`model_source`: the checkpoint and its step), before anything could be written from it.
 
     Args:
         network: the denoiser (``in_channels``, ``image_size``, ``num_classes`` attributes); it is put in
@@ -128,6 +173,7 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
         start: builds each batch's starting state as ``start(generator, (C, H, W), device)`` from the
             batch's per-sample start streams; ``None`` = standard normal noise (the Gaussian prior). Cold
             diffusion passes :func:`dreamdata.sampling.blur_prior.start_sampler`.
+        source: what the network is, for error messages (a run's checkpoint and step).
         **sampler_options: passed to the sampler (e.g. ``eta`` for DDIM).
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -180,6 +226,7 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
             images = sample_fn(network, process, noise, timesteps, class_labels=labels,
                                guidance_scale=guidance_scale, generator=generator, x0_clip=x0_clip,
                                progress=False, callback=callback, **sampler_options)
+            check_finite(images, source, network, what=f"sampling ({sampler}, {timesteps.numel()} steps)")
             out[first:stop] = images.float().clamp(-1.0, 1.0).cpu()
             bar.update(stop - first)
     finally:

@@ -32,6 +32,8 @@ from dreamdata.classify.train import (
 )
 from dreamdata.data.image_data import ImageData
 from dreamdata.errors import DataError
+from dreamdata.finite_json import dumps as finite_dumps
+from dreamdata.finite_json import restore as restore_nonfinite
 from dreamdata.study.arms import arm_training_set, parse_arms, synthetic_subset
 
 RESULTS = "results.jsonl"
@@ -80,7 +82,7 @@ def _read_results(path: Path, identity: dict) -> dict[tuple[str, int], dict]:
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
-                record = json.loads(line)
+                record = restore_nonfinite(json.loads(line))
                 arm = record.get("arm", "")
                 if arm_identity(record.get("identity") or {}, arm) == arm_identity(identity, arm):
                     done[(arm, record["seed"])] = record
@@ -114,7 +116,7 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
             record = {"arm": arm, "seed": seed, "accuracy": accuracy(confusion), "train_images": len(images),
                       "train_seconds": round(train_seconds, 2), "confusion": confusion.tolist(),
                       "identity": arm_identity(identity, arm)}
-            append_line(out_dir / RESULTS, json.dumps(record))
+            append_line(out_dir / RESULTS, finite_dumps(record))
             done[(arm, seed)] = record
             log(f"augment: seed {seed} {arm:<16} accuracy {record['accuracy']:.4f} "
                 f"({len(images)} training images, {train_seconds:.1f} s)")
@@ -190,7 +192,7 @@ def write_report(out_dir: Path, summary: dict, class_names: list[str]) -> None:
     """``summary.json``, ``summary.md`` and ``confusion-<arm>.png`` (summed over seeds) into ``out_dir``."""
     from dreamdata.reports.confusion import write_confusion_png
 
-    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out_dir / "summary.json", finite_dumps(summary, indent=2) + "\n")
     write_text_atomic(out_dir / "summary.md", summary_markdown(summary))
     for arm, row in summary["arms"].items():
         write_confusion_png(out_dir / f"confusion-{arm.replace('+', '_')}.png", torch.tensor(row["confusion_sum"]),

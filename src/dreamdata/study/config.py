@@ -96,6 +96,9 @@ def validate_study(config: StudyConfig) -> None:
                           f"{config.real.per_class}")
     if config.augment.seeds < 1:
         raise ConfigError(f"config key augment.seeds: expected a positive integer, got {config.augment.seeds}")
+    if not config.dream.guidance >= 0:
+        raise ConfigError(f"config key dream.guidance: expected a guidance scale w >= 0 (0 = no guidance), got "
+                          f"{config.dream.guidance}")
     if config.dream.keep_top is not None and not 0 < config.dream.keep_top <= 1:
         raise ConfigError(f"config key dream.keep_top: expected 0 < fraction <= 1, got {config.dream.keep_top}")
 

@@ -25,10 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
 from dreamdata.atomic import write_text_atomic
-from dreamdata.config import DataConfig, RunConfig, build_dataclass, load_config
+from dreamdata.config import DataConfig, RunConfig, build_dataclass, load_config, load_yaml
 from dreamdata.data import describe_hflip, load_dataset, resolve_hflip
 from dreamdata.errors import ConfigError
 from dreamdata.study.config import StudyConfig, k_label
@@ -118,7 +117,8 @@ def study_hflip(config: StudyConfig) -> bool:
 def _check_config(study_dir: Path, config: StudyConfig) -> None:
     stored = study_dir / "study.yaml"
     # compared as configs, not as text: a key added to StudyConfig since (at its default) is no difference
-    if stored.is_file() and build_dataclass(StudyConfig, yaml.safe_load(stored.read_text()) or {}, "") != config:
+    stored_tree = (load_yaml(stored.read_text(), str(stored)) or {}) if stored.is_file() else None
+    if stored_tree is not None and build_dataclass(StudyConfig, stored_tree, "") != config:
         raise ConfigError(f"{stored}: this study directory was made with a different config; to start another "
                           f"study give another name (name=...), or delete {study_dir}")
     write_text_atomic(stored, config.to_yaml())

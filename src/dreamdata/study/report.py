@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from dreamdata.atomic import write_text_atomic
 from dreamdata.data import describe_hflip
+from dreamdata.finite_json import dumps as finite_dumps
 from dreamdata.reports.figures import save_figure
 from dreamdata.study.config import StudyConfig
 
@@ -77,7 +77,7 @@ def write_study_report(study_dir: Path, config: StudyConfig, per_k: dict) -> dic
                 "comparisons": entry["summary"]["comparisons"]}
                for k, entry in per_k.items()}
     summary = {"name": config.name, "dataset": config.real.dataset, "per_k": compact}
-    write_text_atomic(study_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(study_dir / "summary.json", finite_dumps(summary, indent=2) + "\n")
     write_text_atomic(study_dir / "summary.md", study_markdown(config, per_k))
     write_accuracy_figure(study_dir / "accuracy-vs-k.png", config, per_k)
     return summary

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 
 import dreamdata
 from dreamdata.atomic import append_line, write_text_atomic
-from dreamdata.config import RunConfig, config_from_dict
+from dreamdata.config import RunConfig, config_from_dict, load_yaml
 from dreamdata.errors import CheckpointError
+from dreamdata.finite_json import dumps as finite_dumps
+from dreamdata.finite_json import restore as restore_nonfinite
 
 CONFIG_FILE = "config.yaml"
 VERSION_FILE = "version.json"
@@ -92,7 +93,7 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: not a dreamdata run directory (no {CONFIG_FILE})")
-    return config_from_dict(yaml.safe_load(path.read_text()) or {})
+    return config_from_dict(load_yaml(path.read_text(), str(path)) or {})
 
 
 def read_data_info(run_dir: str | Path) -> dict[str, Any]:
@@ -104,14 +105,14 @@ def read_data_info(run_dir: str | Path) -> dict[str, Any]:
 
 def log_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one record to ``metrics.jsonl``."""
-    append_line(run_dir / METRICS_FILE, json.dumps(record, sort_keys=False))
+    append_line(run_dir / METRICS_FILE, finite_dumps(record, sort_keys=False))  # NaN: null + a flag
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [restore_nonfinite(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def truncate_metrics(run_dir: Path, after_step: int) -> None:

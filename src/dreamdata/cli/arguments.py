@@ -1,0 +1,86 @@
+"""argparse pieces every command shares: number types that refuse nan/inf, and one-line usage errors.
+
+``float("nan")`` and ``float("inf")`` parse, so ``type=float`` lets ``--guidance nan`` through to the sampler,
+which then writes flat grey images (and a dream run records ``guidance: nan``, which never compares equal on
+resume). Every float option uses one of the types below instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import NoReturn
+
+from dreamdata.errors import DreamdataError
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``dreamdata sample: error: ...``), exit status 2,
+    like the errors of :class:`dreamdata.errors.DreamdataError`; ``--help`` still shows the full usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A float that is neither nan nor inf."""
+    return _number(text)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite float ``>= 0`` (a noise std, a DDIM eta)."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float ``> 0`` (a learning rate, a ratio)."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def guidance_scale(text: str) -> float:
+    """A classifier-free guidance scale ``w >= 0``: ``w = 0`` is the plain conditional model, and ``w < 0``
+    would push samples away from their class (towards the unconditional model and beyond), which is no
+    guidance anyone means to ask for."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a guidance scale w >= 0 (0 = no guidance), got {text!r}")
+    return value
+
+
+def check_output_directory(path: str, option: str = "--out", file_inside: bool = False) -> None:
+    """``path`` (or, with ``file_inside``, the folder ``path`` is a file in) is a directory or can be made one:
+    neither it nor an existing folder above it is a file (``mkdir`` would fail with a FileExistsError
+    traceback, after the sampling)."""
+    target = Path(path).expanduser()
+    target = target.parent if file_inside else target
+    for candidate in (target, *target.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = ("is an existing file" if candidate == Path(path).expanduser() else
+                        f"lies inside {candidate}, a file")
+                raise DreamdataError(f"{option} {path}: {what}, so no output directory can be made there")
+            return
+
+
+def check_positive(**values) -> None:
+    """Each given option (``name=value``; ``None`` = not given) is a positive integer."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise DreamdataError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
