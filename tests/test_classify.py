@@ -25,9 +25,9 @@ from dreamdata.classify.train import augment_batch, lr_factor
 from dreamdata.cli import main
 from dreamdata.data import resolve_hflip
 from dreamdata.errors import ConfigError
-from dreamdata.study.arms import parse_arms, synthetic_subset
-from dreamdata.study.config import load_study_config
-from dreamdata.study.pipeline import generator_run_config
+from dreamdata.experiments.study.arms import parse_arms, synthetic_subset
+from dreamdata.experiments.study.config import load_study_config
+from dreamdata.experiments.study.pipeline import generator_run_config
 
 
 def test_paired_t_test_matches_students_sleep_data():

@@ -106,8 +106,8 @@ def hflip_choice(args) -> str:
 def _run_augment(args) -> int:
     from dreamdata.dream.load import load_synthetic
     from dreamdata.dream.manifest import file_sha256
-    from dreamdata.study.arms import parse_arms
-    from dreamdata.study.augment import AugmentConfig, run_augment
+    from dreamdata.experiments.study.arms import parse_arms
+    from dreamdata.experiments.study.augment import AugmentConfig, run_augment
     from dreamdata.training.setup import resolve_device
 
     if args.seeds < 1:
@@ -128,7 +128,7 @@ def _run_augment(args) -> int:
     elif any("synthetic" in arm for arm in arms):
         raise DreamdataError(f"--arms {args.arms}: the synthetic arms need --synthetic DIR")
     summary = run_augment(real, test, synthetic, config, args.out, device=resolve_device(args.device))
-    from dreamdata.study.augment import summary_markdown
+    from dreamdata.experiments.study.augment import summary_markdown
 
     print(summary_markdown(summary).split("\n## Per-class")[0])
     print(f"wrote {Path(args.out) / 'summary.md'}, summary.json, confusion-*.png")

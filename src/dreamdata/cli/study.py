@@ -20,8 +20,8 @@ def add_study(subparsers) -> None:
 
 
 def _run_study(args) -> int:
-    from dreamdata.study.config import load_study_config
-    from dreamdata.study.pipeline import run_study
+    from dreamdata.experiments.study.config import load_study_config
+    from dreamdata.experiments.study.pipeline import run_study
 
     config = load_study_config(args.config, list(args.overrides))
     if args.dry_run:

@@ -34,7 +34,7 @@ from dreamdata.data.image_data import ImageData
 from dreamdata.errors import DataError
 from dreamdata.finite_json import dumps as finite_dumps
 from dreamdata.finite_json import restore as restore_nonfinite
-from dreamdata.study.arms import arm_training_set, parse_arms, synthetic_subset
+from dreamdata.experiments.study.arms import arm_training_set, parse_arms, synthetic_subset
 
 RESULTS = "results.jsonl"
 

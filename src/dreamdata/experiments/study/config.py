@@ -18,7 +18,7 @@ import yaml
 
 from dreamdata.config import build_dataclass, config_tree
 from dreamdata.errors import ConfigError
-from dreamdata.study.augment import AugmentConfig
+from dreamdata.experiments.study.augment import AugmentConfig
 
 
 @dataclass

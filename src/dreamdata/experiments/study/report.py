@@ -9,7 +9,7 @@ from dreamdata.atomic import write_text_atomic
 from dreamdata.data import describe_hflip
 from dreamdata.finite_json import dumps as finite_dumps
 from dreamdata.reports.figures import save_figure
-from dreamdata.study.config import StudyConfig
+from dreamdata.experiments.study.config import StudyConfig
 
 
 def _pct(value) -> str:

@@ -30,7 +30,7 @@ from dreamdata.atomic import write_text_atomic
 from dreamdata.config import DataConfig, RunConfig, build_dataclass, load_config, load_yaml
 from dreamdata.data import describe_hflip, load_dataset, resolve_hflip
 from dreamdata.errors import ConfigError
-from dreamdata.study.config import StudyConfig, k_label
+from dreamdata.experiments.study.config import StudyConfig, k_label
 
 GENERATOR_DONE = "study-stage-complete.json"
 
@@ -128,8 +128,8 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
     """Run (or finish) every K of the study and write the cross-K summary; returns it."""
     from dreamdata.dream.load import load_synthetic
     from dreamdata.dream.manifest import file_sha256
-    from dreamdata.study.augment import run_augment
-    from dreamdata.study.report import write_study_report
+    from dreamdata.experiments.study.augment import run_augment
+    from dreamdata.experiments.study.report import write_study_report
     from dreamdata.training import checkpoint as ckpt
     from dreamdata.training.setup import resolve_device
 

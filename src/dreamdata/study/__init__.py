@@ -1,7 +1,0 @@
-"""Synthetic-data studies: does dreamed data help a classifier, measured over seeds with paired statistics.
-
-* :mod:`~dreamdata.study.arms` - training sets of a study's arms (real, synthetic, real+synthetic).
-* :mod:`~dreamdata.study.augment` - train every arm over seeds, evaluate on the real test split, report.
-* :mod:`~dreamdata.study.pipeline` - the whole study from a config: train the generative model on K real
-  images per class, dream, augment.
-"""
