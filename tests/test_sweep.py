@@ -330,3 +330,18 @@ def test_trained_blur_arm_restores_better_than_its_degraded_input(tiny_npz, tmp_
     assert restoration["rmse"] < 0.5 * restoration["degraded_rmse"]
     assert restoration["psnr"] > restoration["degraded_psnr"] + 6  # dB
     assert restoration["ssim"] > restoration["degraded_ssim"] + 0.5
+
+
+def test_dry_run_counts_network_evaluations_by_hand(base_file, tiny_extractor_file, tmp_path, capsys):
+    """N x steps per cell, twice for a guided cell (conditional and unconditional halves); nothing is trained."""
+    from dreamdata.experiments.cost import estimate_sweep
+
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, checkpoints=["all"])
+    sweep = load_sweep(path)
+    report = estimate_sweep(sweep, resolve_arms(sweep, tmp_path / "out"))
+    # 2 checkpoints (steps 2 and 4 of a 4-step run with checkpoint_every 2) x (6 x 3 + 6 x 3 x 2) per arm
+    assert [c["network_evaluations"] for c in report["arms"][0]["cells"]] == [2 * 6 * 3, 2 * 6 * 3 * 2]
+    assert report["total_network_evaluations"] == 2 * (36 + 72) and report["total_cells"] == 8
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    assert "total: 2 arms, 8 cells, 216 network evaluations" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
