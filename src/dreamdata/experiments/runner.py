@@ -15,7 +15,7 @@ reference or metric list - is an error naming the key.
 
 Sharding (``--shard I/N``, or ``torchrun`` which sets ``RANK``/``WORLD_SIZE``): process I trains arms
 I, I+N, ... first, then trains or waits for every other arm (an arm being trained holds a lock file with
-its process id), then scores cells I, I+N, ... of the common cell order. Each cell's result is its own
+its process id, ``arms/<arm>.training.lock``), then scores cells I, I+N, ... of the common cell order. Each cell's result is its own
 file, so the shards together give the same ``results.jsonl`` as one process.
 """
 
@@ -49,7 +49,7 @@ from dreamdata.finite_json import dumps as finite_dumps
 __all__ = ["plan_cells", "resolve_arms", "run_sweep", "shard_from_environment"]
 
 ARM_DONE = "sweep-arm-done.json"
-ARM_LOCK = "sweep-arm.lock"
+ARM_LOCK = "training.lock"
 SETTINGS_FILE = "sweep.json"
 RESULTS_FILE = "results.jsonl"
 RESULT_FILE = "result.json"
@@ -107,9 +107,10 @@ def _process_alive(pid: int) -> bool:
 
 @contextmanager
 def _arm_lock(run_dir: Path) -> Iterator[bool]:
-    """Hold the arm's lock file (yields True), or yield False when a live process holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / ARM_LOCK
+    """Hold the arm's lock file (yields True), or yield False when a live process holds it. The lock sits
+    beside the run directory, not in it: a new run's directory must be empty."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = run_dir.parent / f"{run_dir.name}.{ARM_LOCK}"
     try:
         descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
