@@ -107,15 +107,15 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> StudyConfig:
 def train_arm(config: RunConfig, run_dir: Path) -> None:
     """Train the arm into ``run_dir``: resume an interrupted run, skip a finished one."""
     from dreamdata.training import checkpoint as ckpt
-    from dreamdata.training.run_dir import METRICS_FILE
+    from dreamdata.training.run_dir import discard_unstarted_run
     from dreamdata.training.trainer import train
 
     if (run_dir / TRAINED_MARKER).is_file():
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = run_dir if ckpt.latest_checkpoint(run_dir) is not None else None
-    if resume is None:  # a start that died before its first checkpoint: begin again, without its log lines
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    if resume is None:  # a start that died before its first checkpoint: begin again, without its files
+        discard_unstarted_run(run_dir)
     result = train(config, resume=resume, run_dir=None if resume else run_dir)
     write_text_atomic(run_dir / TRAINED_MARKER, json.dumps({"step": result.step}) + "\n")
 
