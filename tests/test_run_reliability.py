@@ -244,6 +244,13 @@ def test_a_resume_that_fails_before_progress_does_not_save_its_overrides(run_cop
     assert latest_name(run_copy) == "step-000000030"
 
 
+def test_a_learning_rate_given_with_resume_is_the_one_used(run_copy, capsys):
+    assert cli(capsys, "train", "--resume", run_copy, "train.steps=30", "train.lr=5e-4")[0] == 0
+    resumed = [record["lr"] for record in read_metrics(run_copy) if record["step"] > 20]
+    assert resumed and resumed == [5e-4] * len(resumed)  # constant schedule, warm-up long over
+    assert "lr: 0.0005" in (run_copy / "config.yaml").read_text()
+
+
 # -- 9: corrupt run files -------------------------------------------------------------------------------
 
 def test_garbage_latest_json_falls_back_to_the_newest_intact_checkpoint(run_copy, reference_run, tmp_path,
@@ -415,34 +422,35 @@ def _logged_steps(run_dir: Path) -> int:
 
 @pytest.mark.slow
 def test_ctrl_c_then_resume_matches_an_uninterrupted_run(base, tmp_path):
-    overrides = base + ["train.steps=200", "train.log_every=5", "train.val_every=0", "train.checkpoint_every=0"]
+    overrides = base + ["train.steps=100", "train.log_every=5", "train.val_every=0", "train.checkpoint_every=0"]
     reference = train(load_config("tiny", overrides)).run_dir
     run_dir = tmp_path / "interrupted"
     process = _launch(run_dir, overrides)
-    _wait_for(lambda: _logged_steps(run_dir) >= 40, process)
+    _wait_for(lambda: _logged_steps(run_dir) >= 30, process)
+    time.sleep(0.05)  # away from the log line's write, into a step
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
     stopped = ckpt.load_weights(ckpt.latest_checkpoint(run_dir)).step
-    assert 40 <= stopped < 200, output  # the checkpoint of the interruption, at a step boundary
+    assert 30 <= stopped < 100, output  # the checkpoint of the interruption (no periodic ones)
     assert main(["train", "--resume", str(run_dir)]) == 0
     assert losses_of(run_dir) == losses_of(reference)
-    assert_same_weights(run_dir / "checkpoints" / "step-000000200.safetensors",
-                        reference / "checkpoints" / "step-000000200.safetensors")
+    assert_same_weights(run_dir / "checkpoints" / "step-000000100.safetensors",
+                        reference / "checkpoints" / "step-000000100.safetensors")
 
 
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_an_uninterrupted_run(base, tmp_path):
-    overrides = base + ["train.steps=120", "train.log_every=5", "train.val_every=0", "train.checkpoint_every=20"]
+    overrides = base + ["train.steps=80", "train.log_every=5", "train.val_every=0", "train.checkpoint_every=20"]
     reference = train(load_config("tiny", overrides)).run_dir
     run_dir = tmp_path / "killed"
     process = _launch(run_dir, overrides)
-    _wait_for(lambda: (run_dir / "checkpoints" / "latest.json").is_file() and _logged_steps(run_dir) >= 50,
+    _wait_for(lambda: (run_dir / "checkpoints" / "latest.json").is_file() and _logged_steps(run_dir) >= 45,
               process)
     process.kill()
     process.communicate(timeout=60)
-    assert ckpt.load_weights(ckpt.latest_checkpoint(run_dir)).step < 120
+    assert ckpt.load_weights(ckpt.latest_checkpoint(run_dir)).step < 80
     assert main(["train", "--resume", str(run_dir)]) == 0
     assert losses_of(run_dir) == losses_of(reference)
-    assert_same_weights(run_dir / "checkpoints" / "step-000000120.safetensors",
-                        reference / "checkpoints" / "step-000000120.safetensors")
+    assert_same_weights(run_dir / "checkpoints" / "step-000000080.safetensors",
+                        reference / "checkpoints" / "step-000000080.safetensors")

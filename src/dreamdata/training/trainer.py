@@ -256,6 +256,7 @@ class Trainer:
                                   f"{self.context.world_size}; per-rank RNG streams would not continue exactly")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_optimizer_config()
         self.ema.num_updates = state["ema_updates"]
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.saved_step = self.step
@@ -268,6 +269,18 @@ class Trainer:
         restore_rng_state(mine["rng"], self.device)
         if self.context.is_main:
             rd.truncate_metrics(self.run_dir, self.step)
+
+    def _apply_optimizer_config(self) -> None:
+        """The resumed config's LR, betas and weight decay (a saved optimizer state would restore the old
+        ones, so ``--resume RUN train.lr=...`` would be written to config.yaml but not used). Unchanged values
+        give the very numbers LambdaLR computes, so an exact resume stays exact."""
+        tc = self.config.train
+        self.scheduler.base_lrs = [tc.lr for _ in self.optimizer.param_groups]
+        multiplier = lr_multiplier(self.scheduler.last_epoch, tc.warmup_steps, tc.lr_schedule, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group.update(lr=tc.lr * multiplier, initial_lr=tc.lr, betas=(tc.adam_betas[0], tc.adam_betas[1]),
+                         weight_decay=tc.weight_decay)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # -- the loop ----------------------------------------------------------------------------------
     def _budget_spent(self) -> bool:
