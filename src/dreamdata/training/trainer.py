@@ -20,10 +20,7 @@ Non-finite weights are never written as a checkpoint, so the last good one stays
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,9 +31,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from dreamdata.atomic import remove_stale_temporaries
 from dreamdata.config import RunConfig, config_json
 from dreamdata.data import BatchStream, ImageData, load_dataset, split_validation
-from dreamdata.atomic import remove_stale_temporaries
 from dreamdata.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from dreamdata.networks import build_network, describe_network
 from dreamdata.process import build_process
@@ -48,6 +45,7 @@ from dreamdata.training.distributed import (DistributedContext, all_reduce_sum, 
                                             check_replicas_identical, gather_objects, init_distributed,
                                             shutdown_distributed)
 from dreamdata.training.ema import EMA
+from dreamdata.training.interrupt import interrupt_at_step_boundary
 from dreamdata.training.setup import (autocast_context, build_optimizer, capture_rng_state, lr_multiplier,
                                       resolve_device, restore_rng_state, total_steps_for_budget)
 
@@ -379,35 +377,12 @@ class Trainer:
                        f"({self.bad_in_a_row} in a row, training stops after train.max_bad_steps="
                        f"{tc.max_bad_steps})")
 
-    @contextlib.contextmanager
-    def _interrupt_at_step_boundary(self):
-        """While training, the first Ctrl-C (SIGINT) asks the loop to stop at the next step boundary and
-        checkpoint there; a second one, a few seconds later, stops at once without a checkpoint."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.getsignal(signal.SIGINT)
-        if previous in (signal.SIG_IGN, None):  # Ctrl-C deliberately ignored (e.g. nohup): keep it so
-            yield
-            return
-        first: list[float] = []
-
-        def request_stop(signum, frame):
-            if not first:
-                first.append(time.monotonic())
-                self.interrupt_requested = True
-                if self.context.is_main:
-                    print("\nCtrl-C: stopping after this step to save a checkpoint "
-                          "(press it again to stop at once, without one)", flush=True)
-            elif time.monotonic() - first[0] > 2.0:  # not the copy torchrun forwards to its workers
-                signal.signal(signal.SIGINT, previous)
-                raise KeyboardInterrupt
-
-        signal.signal(signal.SIGINT, request_stop)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+    def _request_stop(self) -> None:
+        """The first Ctrl-C: finish this step, then checkpoint and stop."""
+        self.interrupt_requested = True
+        if self.context.is_main:
+            print("\nCtrl-C: stopping after this step to save a checkpoint (press it again to stop at once, "
+                  "without one)", flush=True)
 
     def run(self, stop_at_step: Optional[int] = None) -> TrainResult:
         """Train until the budget is spent (or ``stop_at_step``, used to simulate an interruption)."""
@@ -423,7 +398,7 @@ class Trainer:
         window_elapsed_start = self.elapsed
         self.stop_after_step = False
         clock = time.perf_counter()
-        with self._interrupt_at_step_boundary():
+        with interrupt_at_step_boundary(self._request_stop):
             try:
                 while (not self._budget_spent() and not self.stop_after_step
                        and (stop_at_step is None or self.step < stop_at_step)):
