@@ -133,6 +133,17 @@ def test_a_new_run_into_a_used_run_dir_is_refused_naming_resume(base, tmp_path, 
     assert snapshot(run_dir) == before  # its checkpoint, latest.json and metrics untouched
 
 
+def test_a_run_dir_whose_run_never_checkpointed_is_refused(base, tmp_path, disk_full, capsys):
+    run_dir = tmp_path / "unstarted"
+    disk_full(".safetensors")  # the first run stops before its first checkpoint
+    assert cli(capsys, "train", "tiny", *base, "train.steps=5", "--run-dir", run_dir)[0] == 2
+    disk_full("no file is named like this")
+    before = snapshot(run_dir)
+    code, _, err = cli(capsys, "train", "tiny", *base, "train.steps=5", "--run-dir", run_dir)
+    assert_clear_error(code, err, run_dir, "no checkpoint yet")
+    assert snapshot(run_dir) == before
+
+
 def test_a_run_dir_holding_other_files_is_refused(base, tmp_path, capsys):
     run_dir = tmp_path / "notes"
     run_dir.mkdir()

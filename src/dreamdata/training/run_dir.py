@@ -66,9 +66,13 @@ def claim_run_dir(path: str | Path) -> Path:
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"--run-dir {path}: is a file, not a directory")
     if path.is_dir() and any(path.iterdir()):
-        if (path / CONFIG_FILE).is_file():
+        if (path / CONFIG_FILE).is_file() and any((path / "checkpoints").glob("step-*.safetensors")):
             raise CheckpointError(f"--run-dir {path}: already holds a run; continue it with "
                                   f"`dreamdata train --resume {path}`, or give a new or empty --run-dir")
+        if (path / CONFIG_FILE).is_file():
+            raise CheckpointError(f"--run-dir {path}: holds a run that has no checkpoint yet (still starting, or "
+                                  "stopped before its first one, so --resume cannot continue it); delete it or "
+                                  "give a new or empty --run-dir")
         raise CheckpointError(f"--run-dir {path}: not empty; a new run needs a new or empty directory "
                               f"(to continue a run there, use `dreamdata train --resume {path}`)")
     path.mkdir(parents=True, exist_ok=True)
