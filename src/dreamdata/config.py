@@ -92,6 +92,8 @@ class TrainConfig:
     warmup_steps: int = 500
     lr_schedule: str = "constant"  # constant | cosine (cosine needs a step or epoch budget)
     grad_clip: float = 1.0  # max gradient norm; 0 disables
+    max_bad_steps: int = 10  # steps in a row with a non-finite loss/gradient that are skipped (with a warning)
+    #                          before training stops with an error; 0 = stop at the first
     ema_decay: float = 0.999
     ema_warmup: bool = True  # decay ramps as min(decay, (1 + n) / (10 + n)) so early EMA is not stuck at init
     p_uncond: float = 0.1  # label dropout for classifier-free guidance
@@ -400,6 +402,8 @@ def validate(config: RunConfig) -> None:
     if len(t.adam_betas) != 2:
         raise ConfigError(f"config key train.adam_betas: expected two numbers, got {t.adam_betas}")
     _validate_numbers(config)
+    if t.max_bad_steps < 0:
+        raise ConfigError(f"config key train.max_bad_steps: expected a number of steps >= 0, got {t.max_bad_steps}")
     _validate_evaluation(config.evaluation)
 
 

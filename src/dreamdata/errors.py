@@ -20,3 +20,11 @@ class DataError(DreamdataError):
 
 class CheckpointError(DreamdataError):
     """A run directory or checkpoint is missing, incomplete or does not match the config."""
+
+
+class DiskFullError(DreamdataError):
+    """A file could not be written because the disk (or the user's quota) is full."""
+
+
+class TrainingDivergedError(DreamdataError):
+    """Training produced non-finite losses, gradients or weights (e.g. a learning rate far too high)."""

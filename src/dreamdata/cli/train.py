@@ -17,7 +17,8 @@ def add_train(subparsers) -> None:
     parser.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its latest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--data-root", help="same as data.data_root=PATH")
-    parser.add_argument("--run-dir", help="write the run here instead of a new numbered directory")
+    parser.add_argument("--run-dir", help="write the run here (a new or empty directory) instead of a new numbered "
+                                          "directory; continue a run with --resume")
     parser.set_defaults(handler=_run_train)
 
 
@@ -45,10 +46,7 @@ def _run_train(args) -> int:
         return 0
     from dreamdata.training.trainer import train
 
-    run_dir = None
-    if args.run_dir:
-        run_dir = Path(args.run_dir).expanduser()
-        run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(args.run_dir).expanduser() if args.run_dir else None  # must be new or empty
     result = train(config, resume=args.resume, run_dir=run_dir)
     if result.run_dir is not None:
         print(f"done: {result.step} steps; run directory {result.run_dir}")

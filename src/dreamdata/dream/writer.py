@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dreamdata.atomic import atomic_path
+from dreamdata.atomic import atomic_path, remove_stale_temporaries
 from dreamdata.dream.manifest import MANIFEST, DreamSpec, check_resumable, grows, write_manifest
 from dreamdata.errors import DataError
 from dreamdata.sampling.generate import (
@@ -251,6 +251,8 @@ def dream_dataset(model, spec: DreamSpec, out_dir: str | Path, formats: tuple[st
     if unknown or not formats:
         raise DataError(f"--format {','.join(formats)}: expected folder, npz or both")
     existing = check_resumable(out_dir, spec)  # every rank checks, so every rank fails alike
+    if context.is_main and existing is not None:  # before any rank writes: a live write's temp looks the same
+        remove_stale_temporaries(out_dir, recursive=True)
     barrier()
     growing = existing is not None and grows(existing["spec"], spec.to_dict())
     if (existing is not None and not growing and existing.get("status") == "complete"

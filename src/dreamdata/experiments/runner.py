@@ -134,7 +134,7 @@ def _arm_lock(run_dir: Path) -> Iterator[bool]:
 def train_arm(arm: Arm, log: Callable[[str], None]) -> bool:
     """Train (or resume) the arm unless it is finished or another process trains it; True when finished."""
     from dreamdata.training import checkpoint as ckpt
-    from dreamdata.training.run_dir import METRICS_FILE
+    from dreamdata.training.run_dir import discard_unstarted_run
     from dreamdata.training.trainer import train
 
     if arm.external or (arm.run_dir / ARM_DONE).is_file():
@@ -143,9 +143,8 @@ def train_arm(arm: Arm, log: Callable[[str], None]) -> bool:
         if not held:
             return False
         resume = arm.run_dir if ckpt.latest_checkpoint(arm.run_dir) is not None else None
-        if resume is None:  # a start that died before its first checkpoint: begin again, without its log
-            for stale in ("config.yaml", METRICS_FILE, "data.json", "version.json"):
-                (arm.run_dir / stale).unlink(missing_ok=True)
+        if resume is None and arm.run_dir.is_dir():  # a start that died before its first checkpoint
+            discard_unstarted_run(arm.run_dir)
         log(f"sweep: training arm {arm.name} ({'resuming' if resume else 'new run'}) in {arm.run_dir}")
         result = train(arm.config, resume=resume, run_dir=None if resume else arm.run_dir)
         write_text_atomic(arm.run_dir / ARM_DONE, json.dumps({"step": result.step}) + "\n")

@@ -31,12 +31,13 @@ def load_trained(path: str | Path, use_ema: bool = True, device: str | torch.dev
     path = Path(path).expanduser()
     if path.suffix == ".safetensors":
         weights_path = path
+        weights = ckpt.load_weights(weights_path, device=device)
     else:
         run_dir = rd.resolve_run_dir(path)
-        weights_path = ckpt.latest_checkpoint(run_dir)
-        if weights_path is None:
+        loaded = ckpt.load_latest(run_dir, device=device)
+        if loaded is None:
             raise CheckpointError(f"{run_dir}: the run has no checkpoint yet")
-    weights = ckpt.load_weights(weights_path, device=device)
+        weights_path, weights = loaded.path, loaded.weights
     try:
         config = config_from_dict(json.loads(weights.metadata["config"]))
         data = json.loads(weights.metadata["data"])

@@ -26,7 +26,7 @@ from typing import Any, Optional
 import torch
 
 import dreamdata
-from dreamdata.atomic import append_line, write_text_atomic
+from dreamdata.atomic import append_line, remove_stale_temporaries, write_text_atomic
 from dreamdata.config import RunConfig, config_from_dict, load_yaml
 from dreamdata.errors import CheckpointError
 from dreamdata.finite_json import dumps as finite_dumps
@@ -55,6 +55,52 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
             return path
         except FileExistsError:  # another process took this number; take the next
             number += 1
+
+
+def claim_run_dir(path: str | Path) -> Path:
+    """Create ``path`` for a new run, refusing a directory that already holds files.
+
+    Training into a used directory would overwrite its checkpoints and mix two runs in one
+    ``metrics.jsonl``; continuing that run is ``--resume``'s job.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"--run-dir {path}: is a file, not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if (path / CONFIG_FILE).is_file() and any((path / "checkpoints").glob("step-*.safetensors")):
+            raise CheckpointError(f"--run-dir {path}: already holds a run; continue it with "
+                                  f"`dreamdata train --resume {path}`, or give a new or empty --run-dir")
+        if (path / CONFIG_FILE).is_file():
+            raise CheckpointError(f"--run-dir {path}: holds a run that has no checkpoint yet (still starting, or "
+                                  "stopped before its first one, so --resume cannot continue it); delete it or "
+                                  "give a new or empty --run-dir")
+        raise CheckpointError(f"--run-dir {path}: not empty; a new run needs a new or empty directory "
+                              f"(to continue a run there, use `dreamdata train --resume {path}`)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# what a run writes before its first checkpoint
+_UNSTARTED_FILES = ("config.yaml", "version.json", "data.json", "metrics.jsonl")
+
+
+def discard_unstarted_run(path: str | Path) -> None:
+    """Remove the files of a run that stopped before its first checkpoint, so it can begin again from step 0.
+
+    For callers that own the directory (a study's generator run); a run with a checkpoint is resumed instead.
+    """
+    path = Path(path)
+    checkpoints = path / "checkpoints"
+    if any(checkpoints.glob("step-*.safetensors")):
+        raise CheckpointError(f"{path}: holds checkpoints; resume it instead of starting again")
+    remove_stale_temporaries(path, recursive=True)
+    for name in _UNSTARTED_FILES:
+        (path / name).unlink(missing_ok=True)
+    if checkpoints.is_dir():
+        for leftover in checkpoints.iterdir():
+            if leftover.is_file():
+                leftover.unlink()
+        checkpoints.rmdir()
 
 
 def code_version() -> dict[str, Any]:
@@ -112,7 +158,16 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [restore_nonfinite(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return [record for record in map(_parse_record, path.read_text().splitlines()) if record is not None]
+
+
+def _parse_record(line: str) -> Optional[dict[str, Any]]:
+    """One metrics line, or None for a blank or torn one (a write cut short by a crash or a full disk)."""
+    try:
+        record = restore_nonfinite(json.loads(line)) if line.strip() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def truncate_metrics(run_dir: Path, after_step: int) -> None:
@@ -121,7 +176,7 @@ def truncate_metrics(run_dir: Path, after_step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= after_step]
+            if (record := _parse_record(line)) is not None and record.get("step", 0) <= after_step]
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 

@@ -8,13 +8,21 @@ on the CPU):
 * the global torch RNG (noise, timesteps, label dropout, dropout) is saved and restored with each
   checkpoint, and nothing besides the training step draws from it - validation and preview sampling use
   their own seeded generators;
-* the running loss window, the EMA and the optimizer/LR-scheduler state are checkpointed too.
+* the running loss window, the EMA and the optimizer/LR-scheduler state are checkpointed too;
+* Ctrl-C (SIGINT) only sets a flag; the loop stops at the next step boundary and checkpoints there, so
+  an interrupted run resumes as exactly as one killed after a periodic checkpoint.
+
+A step whose loss or gradient is not finite is skipped with a warning (the weights, optimizer and EMA
+are left as they were); after ``train.max_bad_steps`` such steps in a row, or as soon as the weights
+themselves are non-finite, training stops with a :class:`~dreamdata.errors.TrainingDivergedError`.
+Non-finite weights are never written as a checkpoint, so the last good one stays the newest.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -23,9 +31,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from dreamdata.atomic import remove_stale_temporaries
 from dreamdata.config import RunConfig, config_json
 from dreamdata.data import BatchStream, ImageData, describe_hflip, load_dataset, resolve_hflip, split_validation
-from dreamdata.errors import CheckpointError, DataError
+from dreamdata.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from dreamdata.networks import build_network, describe_network
 from dreamdata.process import build_process
 from dreamdata.sampling.blur_prior import prior_for_run, start_sampler
@@ -36,6 +45,7 @@ from dreamdata.training.distributed import (DistributedContext, all_reduce_sum, 
                                             check_replicas_identical, gather_objects, init_distributed,
                                             shutdown_distributed)
 from dreamdata.training.ema import EMA
+from dreamdata.training.interrupt import interrupt_at_step_boundary
 from dreamdata.training.setup import (autocast_context, build_optimizer, capture_rng_state, lr_multiplier,
                                       resolve_device, restore_rng_state, total_steps_for_budget)
 
@@ -88,6 +98,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        self.run_dir: Optional[Path] = None
+        if resume is None and run_dir is not None:
+            self._claim(Path(run_dir))
 
         data = load_dataset(config.data, "train")
         self.train_data, self.val_data = split_validation(data, config.data.val_fraction, config.data.split_seed)
@@ -124,15 +137,23 @@ class Trainer:
         self.elapsed = 0.0  # training seconds, accumulated across resumes
         self.window_loss = torch.zeros((), device=self.device)
         self.window_steps = 0
-        self.run_dir: Optional[Path] = None
+        self.window_skipped = 0  # steps of the current metrics window skipped for a non-finite loss/gradient
+        self.bad_in_a_row = 0
         self.saved_step: Optional[int] = None
+        self.last_checkpoint: Optional[Path] = None
+        self.interrupt_requested = False  # set by SIGINT; acted on at the next step boundary
+        self.stop_after_step = False  # all ranks agree to stop (an interrupt) after the current step
+        self.config_recorded = resume is None
         if resume is not None:
             self.run_dir = rd.resolve_run_dir(resume)
+            if self.context.is_main:
+                self._remove_stale_temporaries()
             self._restore()
-            if self.context.is_main:  # record overrides given with --resume (e.g. a longer budget)
-                rd.write_run_files(self.run_dir, config, data_description(self.train_data, self.val_data))
+            self._check_budget_covers_progress()
+            # config.yaml is rewritten with the overrides given with --resume only once they have made
+            # progress (the first checkpoint, or the end); a resume that fails before leaves it as it was
         elif self.context.is_main:
-            self.run_dir = run_dir or rd.new_run_dir(config.runs_dir, config.name)
+            self.run_dir = self.run_dir or rd.new_run_dir(config.runs_dir, config.name)
             rd.write_run_files(self.run_dir, config, data_description(self.train_data, self.val_data))
         self.evaluator = None
         if config.evaluation.every and self.context.is_main:
@@ -140,14 +161,72 @@ class Trainer:
 
             self.evaluator = TrainingEvaluator(config, self.train_data.class_names, self.device, tc.progress)
 
+    def _claim(self, run_dir: Path) -> None:
+        """A new run's ``--run-dir`` must be new or empty (all ranks fail alike if it is not)."""
+        problem = None
+        if self.context.is_main:
+            try:
+                self.run_dir = rd.claim_run_dir(run_dir)
+            except CheckpointError as error:
+                problem = error
+        if broadcast_flag(problem is not None, self.context, self.device):
+            raise problem or CheckpointError(f"--run-dir {run_dir}: refused by rank 0")
+
+    def _remove_stale_temporaries(self) -> None:
+        removed = remove_stale_temporaries(self.run_dir, recursive=True)
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) left by an interrupted write in {self.run_dir}",
+                  flush=True)
+
+    def _check_budget_covers_progress(self) -> None:
+        """A resumed step/epoch budget below the steps already trained is refused (it cannot be undone)."""
+        tc = self.config.train
+        if self.total_steps is None or self.total_steps >= self.step:
+            return
+        key, value = ("train.steps", tc.steps) if tc.steps is not None else ("train.epochs", tc.epochs)
+        budget = "" if key == "train.steps" else f" ({self.total_steps} steps)"
+        raise ConfigError(f"config key {key}: {value}{budget} is less than the {self.step} steps the run "
+                          f"{self.run_dir} has already trained; give at least {self.step}, or resume without it")
+
+    def _record_config(self) -> None:
+        """Write the resumed run's config (with its overrides) once they have made progress."""
+        if not self.config_recorded and self.context.is_main and self.run_dir is not None:
+            rd.write_run_files(self.run_dir, self.config, data_description(self.train_data, self.val_data))
+        self.config_recorded = True
+
+    def _weights_finite(self) -> bool:
+        """Whether every weight and buffer of the network and its EMA is finite (identical on every rank)."""
+        with torch.no_grad():
+            return all(bool(torch.isfinite(tensor).all())
+                       for module in (self.network, self.ema.module)
+                       for tensor in module.state_dict().values() if tensor.is_floating_point())
+
+    def _diverged(self, reason: str) -> TrainingDivergedError:
+        last = (f"the last good checkpoint, {self.last_checkpoint.name}, is intact" if self.last_checkpoint
+                else "the run has no checkpoint")
+        return TrainingDivergedError(
+            f"{self.run_dir}: training stopped at step {self.step}: {reason}; nothing non-finite was saved and "
+            f"{last} (train.lr={self.config.train.lr:g}: try a lower one, or check the data)")
+
     # -- checkpoints -------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, str]:
         return {"config": config_json(self.config),
                 "data": json.dumps(data_description(self.train_data, self.val_data))}
 
     def save(self) -> None:
-        """Checkpoint the run. Collective under DDP: every rank calls it at the same steps."""
+        """Checkpoint the run. Collective under DDP: every rank calls it at the same steps.
+
+        Never saves non-finite weights (that stops the run), nor the model while its latest steps were
+        skipped as non-finite (that checkpoint is left out, the previous one stays the newest)."""
         if self.saved_step == self.step:
+            return
+        if not self._weights_finite():
+            raise self._diverged("the weights are non-finite (a step's update overflowed)")
+        if self.bad_in_a_row:  # the model's loss is non-finite now: keep the last good checkpoint the newest
+            if self.context.is_main:
+                tqdm.write(f"warning: step {self.step}: no checkpoint, the last {self.bad_in_a_row} step(s) had a "
+                           f"non-finite loss or gradient; the newest checkpoint stays "
+                           f"{self.last_checkpoint.name if self.last_checkpoint else '(none yet)'}")
             return
         self.saved_step = self.step
         # each rank's own random stream and loss window, so a resume continues every rank exactly
@@ -157,32 +236,50 @@ class Trainer:
             return
         state = {"step": self.step, "elapsed": self.elapsed, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "ema_updates": self.ema.num_updates,
-                 "per_rank": per_rank, "window_steps": self.window_steps, "world_size": self.context.world_size}
-        ckpt.save_checkpoint(self.run_dir, self.step, self.network, self.ema.module, state, self._metadata(),
-                             keep=self.config.train.keep_checkpoints)
+                 "per_rank": per_rank, "window_steps": self.window_steps, "world_size": self.context.world_size,
+                 "window_skipped": self.window_skipped, "bad_in_a_row": self.bad_in_a_row}
+        self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, self.network, self.ema.module, state,
+                                                    self._metadata(), keep=self.config.train.keep_checkpoints)
+        self._record_config()
 
     def _restore(self) -> None:
-        weights_path = ckpt.latest_checkpoint(self.run_dir)
-        if weights_path is None:
+        loaded = ckpt.load_latest(self.run_dir, device=self.device, with_state=True,
+                                  report=self.context.is_main)
+        if loaded is None:
             raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from yet")
-        weights = ckpt.load_weights(weights_path, device=self.device)
+        weights_path, weights, state = loaded.path, loaded.weights, loaded.state
         ckpt.load_into(self.network, weights.model, weights_path)
         ckpt.load_into(self.ema.module, weights.ema, weights_path)
-        state = ckpt.load_training_state(weights_path)
         if state.get("world_size", 1) != self.context.world_size:
             raise CheckpointError(f"{weights_path}: saved by {state.get('world_size')} processes, resumed with "
                                   f"{self.context.world_size}; per-rank RNG streams would not continue exactly")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_optimizer_config()
         self.ema.num_updates = state["ema_updates"]
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.saved_step = self.step
         mine = state["per_rank"][self.context.rank]
         self.window_loss = mine["window_loss"].to(self.device)
         self.window_steps = state["window_steps"]
+        self.window_skipped = state.get("window_skipped", 0)
+        self.bad_in_a_row = state.get("bad_in_a_row", 0)
+        self.last_checkpoint = weights_path
         restore_rng_state(mine["rng"], self.device)
         if self.context.is_main:
             rd.truncate_metrics(self.run_dir, self.step)
+
+    def _apply_optimizer_config(self) -> None:
+        """The resumed config's LR, betas and weight decay (a saved optimizer state would restore the old
+        ones, so ``--resume RUN train.lr=...`` would be written to config.yaml but not used). Unchanged values
+        give the very numbers LambdaLR computes, so an exact resume stays exact."""
+        tc = self.config.train
+        self.scheduler.base_lrs = [tc.lr for _ in self.optimizer.param_groups]
+        multiplier = lr_multiplier(self.scheduler.last_epoch, tc.warmup_steps, tc.lr_schedule, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group.update(lr=tc.lr * multiplier, initial_lr=tc.lr, betas=(tc.adam_betas[0], tc.adam_betas[1]),
+                         weight_decay=tc.weight_decay)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # -- the loop ----------------------------------------------------------------------------------
     def _budget_spent(self) -> bool:
@@ -191,7 +288,9 @@ class Trainer:
             return self.step >= self.total_steps
         return broadcast_flag(self.elapsed >= tc.minutes * 60.0, self.context, self.device)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """One optimisation step: ``(loss, applied)``. A step whose loss or gradient norm is not finite is
+        not applied (no optimizer or EMA update); all ranks agree on it, and on a pending interrupt."""
         tc = self.config.train
         if self.network.num_classes > 0 and tc.p_uncond > 0:
             drop = torch.rand(labels.shape[0], device=self.device) < tc.p_uncond
@@ -203,21 +302,39 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), tc.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), tc.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.network.parameters() if p.grad is not None])
+        loss = loss.detach()
+        # one host sync per step (as GradScaler's skip check): [not finite here, Ctrl-C pressed here]
+        flags = torch.stack([~(torch.isfinite(loss) & torch.isfinite(grad_norm)),
+                             torch.tensor(self.interrupt_requested, device=loss.device)]).int()
+        bad, interrupt = (bool(flag) for flag in all_reduce_sum(flags, self.context).tolist())
+        self.stop_after_step = self.stop_after_step or interrupt
+        if bad:
+            with warnings.catch_warnings():  # the LR schedule follows the step count, applied or not
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                self.scheduler.step()
+            return loss, False
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.network)
-        return loss.detach()
+        return loss, True
 
     def _log(self, window_seconds: float, extra: dict) -> dict:
         loss_sum = all_reduce_sum(self.window_loss, self.context)
         record = {"step": self.step, "epoch": round(self.step / self.stream.steps_per_epoch, 4),
-                  "loss": float(loss_sum) / max(1, self.window_steps * self.context.world_size),
+                  "loss": (float(loss_sum) / (self.window_steps * self.context.world_size)
+                           if self.window_steps else None),
                   "lr": self.scheduler.get_last_lr()[0],
                   "img_per_s": round(self.window_steps * self.config.train.batch_size / max(window_seconds, 1e-9), 2),
                   "elapsed_s": round(self.elapsed, 2), **extra}
+        if self.window_skipped:
+            record["skipped_steps"] = self.window_skipped  # non-finite loss/gradient; not in "loss"
         self.window_loss.zero_()
         self.window_steps = 0
+        self.window_skipped = 0
         if self.context.is_main and self.run_dir is not None:
             rd.log_metrics(self.run_dir, record)
         return record
@@ -246,6 +363,28 @@ class Trainer:
         if self.context.enabled:
             torch.distributed.barrier()
 
+    def _skip(self, loss: torch.Tensor) -> None:
+        """Account for a step not applied because its loss or gradient was not finite; stop if hopeless."""
+        tc = self.config.train
+        self.window_skipped += 1
+        self.bad_in_a_row += 1
+        if not self._weights_finite():  # skipping cannot help: every later step would be non-finite too
+            raise self._diverged("the weights are non-finite (a step's update overflowed)")
+        if self.bad_in_a_row > tc.max_bad_steps:
+            raise self._diverged(f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient "
+                                 f"(train.max_bad_steps={tc.max_bad_steps})")
+        if self.context.is_main:
+            tqdm.write(f"warning: step {self.step}: non-finite loss ({float(loss):g}) or gradient; step skipped "
+                       f"({self.bad_in_a_row} in a row, training stops after train.max_bad_steps="
+                       f"{tc.max_bad_steps})")
+
+    def _request_stop(self) -> None:
+        """The first Ctrl-C: finish this step, then checkpoint and stop."""
+        self.interrupt_requested = True
+        if self.context.is_main:
+            print("\nCtrl-C: stopping after this step to save a checkpoint (press it again to stop at once, "
+                  "without one)", flush=True)
+
     def run(self, stop_at_step: Optional[int] = None) -> TrainResult:
         """Train until the budget is spent (or ``stop_at_step``, used to simulate an interruption)."""
         tc = self.config.train
@@ -259,50 +398,72 @@ class Trainer:
         logged: list[float] = []
         self.network.train()
         window_elapsed_start = self.elapsed
-        interrupted = False
+        self.stop_after_step = False
         clock = time.perf_counter()
-        try:
-            while not self._budget_spent() and (stop_at_step is None or self.step < stop_at_step):
-                images, labels = self.stream.batch(self.step)
-                loss = self.train_step(images, labels)
-                self.window_loss += loss
-                self.window_steps += 1
-                self.step += 1
-                now = time.perf_counter()
-                self.elapsed += now - clock  # wall clock, including logging and checkpoints
-                clock = now
-                bar.update(1)
-                if self.step % tc.log_every == 0:
-                    extra = self._validate() if tc.val_every and self.step % tc.val_every == 0 else {}
-                    record = self._log(self.elapsed - window_elapsed_start, extra)
-                    window_elapsed_start = self.elapsed
+        with interrupt_at_step_boundary(self._request_stop):
+            try:
+                while (not self._budget_spent() and not self.stop_after_step
+                       and (stop_at_step is None or self.step < stop_at_step)):
+                    images, labels = self.stream.batch(self.step)
+                    loss, applied = self.train_step(images, labels)
+                    self.step += 1
+                    if applied:
+                        self.window_loss += loss
+                        self.window_steps += 1
+                        self.bad_in_a_row = 0
+                    else:
+                        self._skip(loss)
+                    now = time.perf_counter()
+                    self.elapsed += now - clock  # wall clock, including logging and checkpoints
+                    clock = now
+                    bar.update(1)
+                    if self.step % tc.log_every == 0:
+                        extra = self._validate() if tc.val_every and self.step % tc.val_every == 0 else {}
+                        record = self._log(self.elapsed - window_elapsed_start, extra)
+                        window_elapsed_start = self.elapsed
+                        if record["loss"] is not None:
+                            logged.append(record["loss"])
+                            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=record["img_per_s"])
+                        if tc.minutes is not None:
+                            bar.set_description(f"train ({max(0.0, tc.minutes - self.elapsed / 60):.1f} min left)")
+                    if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+                        self.save()
+                    every = self.config.evaluation.every
+                    if every and self.step % every == 0:
+                        self._evaluate()
+                        clock = time.perf_counter()  # evaluation time is not training time (budgets stay fair)
+            except KeyboardInterrupt:  # a second Ctrl-C: the state may be mid-step, so it is not saved
+                print(f"\ninterrupted again: stopping without a checkpoint; `dreamdata train --resume "
+                      f"{self.run_dir}` continues from the last one "
+                      f"({self.last_checkpoint.name if self.last_checkpoint else 'none yet'})", flush=True)
+                raise
+            finally:
+                bar.close()
+            interrupted = self.stop_after_step
+            if interrupted and self.context.is_main:
+                print(f"\ninterrupted: stopped after step {self.step}, saving a checkpoint; continue with "
+                      f"`dreamdata train --resume {self.run_dir}`", flush=True)
+            finished = not interrupted and self._budget_spent()
+            if finished and (self.window_steps or self.window_skipped):
+                record = self._log(self.elapsed - window_elapsed_start, self._validate())
+                if record["loss"] is not None:
                     logged.append(record["loss"])
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=record["img_per_s"])
-                    if tc.minutes is not None:
-                        bar.set_description(f"train ({max(0.0, tc.minutes - self.elapsed / 60):.1f} min left)")
-                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
-                    self.save()
-                every = self.config.evaluation.every
-                if every and self.step % every == 0:
-                    self._evaluate()
-                    clock = time.perf_counter()  # evaluation time is not training time (budgets stay fair)
-        except KeyboardInterrupt:
-            interrupted = True
-            print(f"\ninterrupted at step {self.step}: saving a checkpoint; continue with "
-                  f"`dreamdata train --resume {self.run_dir}`", flush=True)
-        finally:
-            bar.close()
-        finished = not interrupted and self._budget_spent()
-        if finished and self.window_steps:
-            logged.append(self._log(self.elapsed - window_elapsed_start, self._validate())["loss"])
-        every = self.config.evaluation.every
-        if finished and every and self.step % every:
-            self._evaluate()
-        if finished and self.evaluator is not None and self.run_dir is not None:
-            from dreamdata.reports.curves import plot_metric_curves
+            every = self.config.evaluation.every
+            if finished and every and self.step % every:
+                self._evaluate()
+            if finished and self.evaluator is not None and self.run_dir is not None:
+                from dreamdata.reports.curves import plot_metric_curves
 
-            print(f"metrics over training: {plot_metric_curves(self.run_dir, self.run_dir / 'metrics.png')}")
-        self.save()
+                print(f"metrics over training: {plot_metric_curves(self.run_dir, self.run_dir / 'metrics.png')}")
+            self.save()
+        if finished and self.bad_in_a_row:
+            raise self._diverged(f"its last {self.bad_in_a_row} step(s) had a non-finite loss or gradient, so the "
+                                 "final model was not saved")
+        if finished:
+            self._record_config()
+        interrupted = interrupted or self.interrupt_requested  # Ctrl-C during the final log or evaluation
+        if interrupted:
+            raise KeyboardInterrupt
         check_replicas_identical(self.network, self.context, self.device)
         prior = None
         if finished and self.context.is_main and self.run_dir is not None:
@@ -315,8 +476,6 @@ class Trainer:
                                     steps=tc.sample_steps, seed=tc.seed, device=self.device,
                                     progress=tc.progress, start=start)
             print(f"sample grid (one row per class, EMA weights): {grid}", flush=True)
-        if interrupted:
-            raise KeyboardInterrupt
         return TrainResult(run_dir=self.run_dir, step=self.step, losses=logged)
 
     def close(self) -> None:

@@ -53,6 +53,7 @@ def generator_run_config(config: StudyConfig, index: int) -> RunConfig:
 
 def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callable[[str], None]) -> None:
     from dreamdata.training import checkpoint as ckpt
+    from dreamdata.training import run_dir as rd
     from dreamdata.training.trainer import train
 
     if (run_dir / GENERATOR_DONE).is_file():
@@ -64,7 +65,8 @@ def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callab
     log(f"study K={k_label(k)}: training the generative model for {amount:g} "
         f"{'min' if unit == 'minutes' else 'steps'} "
         f"({'resuming' if resume else 'new run'}) in {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None and run_dir.is_dir():  # a start that died before its first checkpoint: begin again
+        rd.discard_unstarted_run(run_dir)
     result = train(run_config, resume=resume, run_dir=None if resume else run_dir)
     write_text_atomic(run_dir / GENERATOR_DONE, json.dumps({"step": result.step}) + "\n")
 
