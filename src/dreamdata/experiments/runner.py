@@ -15,8 +15,8 @@ reference or metric list - is an error naming the key.
 
 Sharding (``--shard I/N``, or ``torchrun`` which sets ``RANK``/``WORLD_SIZE``): process I trains arms
 I, I+N, ... first, then trains or waits for every other arm (an arm being trained holds a lock file with
-its process id, ``arms/<arm>.training.lock``), then scores cells I, I+N, ... of the common cell order. Each cell's result is its own
-file, so the shards together give the same ``results.jsonl`` as one process.
+its process id, ``arms/<arm>.training.lock``), then scores cells I, I+N, ... of the common cell order.
+Each cell's result is its own file, so the shards together give the same ``results.jsonl`` as one process.
 """
 
 from __future__ import annotations
