@@ -112,8 +112,13 @@ CASES = [
          ["dup-section.yaml", "duplicate key 'train'"]),
     Case("study-file-duplicate-key", ["study", "{study_dup_yaml}", "--dry-run"],
          ["study-dup.yaml", "duplicate key 'dataset'"]),
-    Case("cold-study-file-duplicate-key", ["cold-study", "{cold_dup_yaml}", "--out", "{out}", "--dry-run"],
-         ["cold-dup.yaml", "duplicate key 'arms'"]),
+    Case("sweep-bad-shard", ["sweep", "{sweep_yaml}", "--out", "{out}", "--shard", "2/2"], ["--shard", "2/2"]),
+    Case("sweep-unknown-metric", ["sweep", "{sweep_yaml}", "--out", "{out}", "--dry-run", "metrics=[fdi]"],
+         ["sweep.yaml", "unknown metric 'fdi'"]),
+    Case("sweep-negative-guidance", ["sweep", "{sweep_yaml}", "--out", "{out}", "--dry-run", "sampling.guidance=-1"],
+         ["sweep.yaml", "guidance -1"]),
+    Case("sweep-file-duplicate-key", ["sweep", "{sweep_dup_yaml}", "--out", "{out}", "--dry-run"],
+         ["sweep-dup.yaml", "duplicate key 'metrics'"]),
     # -- item 4: npz labels are 0..K-1 and no class is empty
     npz_case("huge-label", "labels must be 0..3", "4 distinct labels", "1000000000"),
     npz_case("huge-label-named", "labels must be 0..2", "3 class_names", "1000000000"),
@@ -209,7 +214,8 @@ def corpus(tmp_path_factory) -> dict[str, str]:
         "dup_section_yaml": ("dup-section.yaml", "train:\n  lr: 1.0e-3\ntrain:\n  steps: 5\n"),
         "study_yaml": ("study.yaml", "name: s\n"),
         "study_dup_yaml": ("study-dup.yaml", "real:\n  dataset: mnist\n  dataset: fashion-mnist\n"),
-        "cold_dup_yaml": ("cold-dup.yaml", "arms:\n  a: {}\narms:\n  b: {}\n"),
+        "sweep_yaml": ("sweep.yaml", "base: tiny\n"),
+        "sweep_dup_yaml": ("sweep-dup.yaml", "base: tiny\nmetrics: [fid]\nmetrics: [kid]\n"),
     }
     for key, (name, text) in yaml_files.items():
         paths[key] = root / name
@@ -266,7 +272,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, corpus, tmp_path, 
 
 def test_the_corpus_counts_its_cases():
     """RELIABILITY.md reports these counts; every case is distinct."""
-    assert len({case.id for case in CASES}) == len(CASES) == 67
+    assert len({case.id for case in CASES}) == len(CASES) == 70
 
 
 # -- what the exit status alone cannot show ------------------------------------------------------------

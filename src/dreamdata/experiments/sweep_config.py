@@ -35,9 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
-from dreamdata.config import build_dataclass, parse_override
+from dreamdata.config import build_dataclass, load_yaml, parse_override
 from dreamdata.errors import ConfigError
 
 __all__ = ["METRICS", "SAMPLING_DEFAULTS", "SweepConfig", "SweepEvaluation", "SweepFigures", "load_sweep",
@@ -264,10 +262,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"sweep file {path}: no such file")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"sweep file {path}: not valid YAML: {error}") from None
+    tree = load_yaml(path.read_text(), f"sweep file {path}") or {}
     config = parse_sweep(tree, f"sweep file {path}", overrides)
     if config.base and not Path(config.base).expanduser().is_file() and (path.parent / config.base).is_file():
         config.base = str(path.parent / config.base)
