@@ -32,16 +32,19 @@ def _save_npz(path: Path, **arrays) -> None:
             np.savez(file, **arrays)
 
 
-def held_out_loss_at(run_dir: Path, step: int) -> Optional[float]:
-    """The run's smoothed held-out loss logged last at or before ``step`` (the raw one when no EMA)."""
-    from dreamdata.training.run_dir import read_metrics
-
-    best = None
-    for record in read_metrics(run_dir):
-        if record.get("step", 0) <= step:
-            value = record.get("val_loss_ema", record.get("val_loss"))
-            best = value if value is not None else best
-    return best
+def training_log_at(records: list[dict[str, Any]], step: int) -> dict[str, Any]:
+    """What a run's ``metrics.jsonl`` says at ``step``: the smoothed held-out loss logged last at or before it
+    (the raw one when no EMA), the training minutes so far and the epoch."""
+    held_out, minutes, epoch = None, None, None
+    for record in records:
+        if record.get("step", 0) > step:
+            continue
+        value = record.get("val_loss_ema", record.get("val_loss"))
+        held_out = value if value is not None else held_out
+        minutes = round(record["elapsed_s"] / 60, 2) if "elapsed_s" in record else minutes
+        if epoch is None and record.get("step") and record.get("epoch") is not None:
+            epoch = round(step * record["epoch"] / record["step"], 3)  # epochs per step, from any record
+    return {"held_out_loss": held_out, "train_minutes": minutes, "epoch": epoch}
 
 
 class CellScorer:
@@ -96,7 +99,10 @@ class CellScorer:
         from dreamdata.sampling.generate import TrajectoryRecorder, generate, to_uint8
         from dreamdata.training.pretrained import load_trained
 
+        from dreamdata.training.run_dir import read_metrics
+
         e, s = self.sweep.evaluation, cell.sampling
+        log = training_log_at(read_metrics(run_dir), cell.checkpoint_step)
         checkpoint = run_dir / "checkpoints" / f"step-{cell.checkpoint_step:09d}.safetensors"
         model = load_trained(checkpoint, device=self.device)
         network, process = model.network, model.process
@@ -120,8 +126,7 @@ class CellScorer:
         result: dict[str, Any] = {
             "n": e.n, "network_evaluations": evaluations, "checkpoint": str(checkpoint),
             "images_seen": cell.checkpoint_step * model.config.train.batch_size,
-            "epoch": self._epoch(run_dir, cell.checkpoint_step),
-            "train_minutes": self._train_minutes(run_dir, cell.checkpoint_step),
+            "epoch": log["epoch"], "train_minutes": log["train_minutes"],
             "process": self._process_summary(model.config.process, process.num_steps),
             "class_names": list(model.class_names) if conditional else [],
         }
@@ -154,20 +159,20 @@ class CellScorer:
             result["n_reference"] = scores["n_reference"]
             result["reference"] = scores["reference"]
         started = time.perf_counter()
-        metrics.update(self._other_metrics(cell, model, run_dir))
+        metrics.update(self._other_metrics(cell, model, log["held_out_loss"]))
         seconds["other_metrics"] = round(time.perf_counter() - started, 2)
         result.update({"metrics": metrics, "seconds": seconds,
                        "samples_per_s": round(e.n / sampling_seconds, 3) if sampling_seconds > 0 else None})
         return result
 
-    def _other_metrics(self, cell: Cell, model, run_dir: Path) -> dict[str, Any]:
+    def _other_metrics(self, cell: Cell, model, held_out_loss: Optional[float]) -> dict[str, Any]:
         e, s, wanted = self.sweep.evaluation, cell.sampling, self.sweep.metrics
         network, process, config = model.network, model.process, model.config
         gaussian = config.process.kind == "gaussian"
         conditional = int(getattr(network, "num_classes", 0)) > 0
         metrics: dict[str, Any] = {}
         if "held_out_loss" in wanted:
-            metrics["held_out_loss"] = held_out_loss_at(run_dir, cell.checkpoint_step)
+            metrics["held_out_loss"] = held_out_loss
         needs_test = {"reconstruction", "restoration", "blur_robustness"} & set(wanted)
         if not needs_test:
             return metrics
@@ -215,20 +220,3 @@ class CellScorer:
         return {"kind": config.kind, "schedule": config.blur_schedule if blur else config.schedule,
                 "num_steps": num_steps,
                 "objective": f"x0-{config.blur_loss}" if blur else f"{config.prediction}-mse"}
-
-    @staticmethod
-    def _train_minutes(run_dir: Path, step: int) -> Optional[float]:
-        from dreamdata.training.run_dir import read_metrics
-
-        elapsed = [r["elapsed_s"] for r in read_metrics(run_dir) if r.get("step", 0) <= step and "elapsed_s" in r]
-        return round(elapsed[-1] / 60, 2) if elapsed else None
-
-    @staticmethod
-    def _epoch(run_dir: Path, step: int) -> Optional[float]:
-        from dreamdata.training.run_dir import read_metrics
-
-        for record in read_metrics(run_dir):
-            if record.get("step") and record.get("epoch") is not None:
-                return round(step * record["epoch"] / record["step"], 3)
-        return None
-
