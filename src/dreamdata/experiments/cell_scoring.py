@@ -145,7 +145,7 @@ class CellScorer:
             samples = ImageSet(pixels, labels, list(model.class_names) if conditional else [],
                                f"{cell.key} ({e.n} samples)")
             options = EvaluationOptions(per_class="per_class_fid" in wanted, seed=e.seed,
-                                        metrics=sample_metrics or ["fid"], progress=False)
+                                        metrics=sample_metrics or ["fid"], progress=True)
             started = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:  # kept in the result line, not printed per cell
                 warnings.simplefilter("always")
