@@ -410,8 +410,11 @@ def test_a_resumed_dream_removes_stale_temporaries(reference_run, tmp_path, caps
 
 def _launch(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(Path(dreamdata.__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+    # A shell starting a job in the background (CI runners, `cmd &`) ignores SIGINT for it, and the child
+    # inherits that; the training run honours an ignored SIGINT, so restore the default for this test.
     return subprocess.Popen([sys.executable, "-m", "dreamdata", "train", "tiny", *overrides, "--run-dir",
-                             str(run_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             str(run_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
