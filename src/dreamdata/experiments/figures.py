@@ -33,6 +33,7 @@ METRIC_LABELS = {"fid": "FID", "kid_mean": "KID", "is_mean": "Inception Score", 
                  "recall": "recall", "held_out_loss": "held-out loss"}
 MOSAIC_PANELS = 8  # cells per mosaic figure
 MOSAIC_COLUMNS = 4  # panels side by side
+MOSAIC_ROW_LENGTH = 8  # samples per row of an unconditional panel
 
 
 def read_results(out_dir: Path) -> list[dict[str, Any]]:
@@ -125,8 +126,12 @@ def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
         for axis, r in zip(axes.flat, chunk):
             with np.load(out_dir / "cells" / r["cell"] / "samples.npz") as archive:
                 images, labels = archive["images"], archive["labels"]
-            names = r.get("class_names") or ["unconditional"]
-            rows = [images[labels == c] for c in range(len(names))] if labels.min() >= 0 else [images]
+            names = r.get("class_names") or []
+            if names and labels.min() >= 0:  # one row per class
+                rows = [images[labels == c] for c in range(len(names))]
+            else:  # unconditional: rows of MOSAIC_ROW_LENGTH samples
+                rows = [images[i:i + MOSAIC_ROW_LENGTH] for i in range(0, len(images), MOSAIC_ROW_LENGTH)]
+                names = ["unconditional"] + [""] * (len(rows) - 1)
             columns = max(len(row) for row in rows)
             channels, size = images.shape[1], images.shape[-1]
             canvas = np.full((len(rows) * (size + 1), columns * (size + 1), channels), 255, dtype=np.uint8)
@@ -138,7 +143,7 @@ def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
                         vmin=0, vmax=255, interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([i * (size + 1) + size / 2 for i in range(len(rows))])
-            axis.set_yticklabels(names if len(rows) == len(names) else ["unconditional"], fontsize=7)
+            axis.set_yticklabels(names, fontsize=7)
             axis.set_title(r["cell"].replace("/", "\n", 1), fontsize=8)
         figure.suptitle("samples: the same starting noise in every cell (sample k seeded from (seed, k))",
                         fontsize=8)
