@@ -39,10 +39,6 @@ class Cell:
     sampling: dict[str, Any]  # resolved: sampler and steps filled in for the arm's process
     key: str  # "<arm>/step-<N>/<slug>"
 
-    @property
-    def identity(self) -> dict[str, Any]:
-        return {"arm": self.arm, "checkpoint_step": self.checkpoint_step, "sampling": self.sampling}
-
 
 def comparable_config(config: RunConfig) -> dict[str, Any]:
     """The config as a flat ``{dotted.key: value}`` without :data:`MACHINE_KEYS`."""
