@@ -412,3 +412,23 @@ def test_conditional_generator_follows_its_labels():
         dark = G(z, torch.zeros(64, dtype=torch.long)).mean().item()
         bright = G(z, torch.ones(64, dtype=torch.long)).mean().item()
     assert dark < 0 < bright and bright - dark > 0.8
+
+
+def test_soft_class_weights_mix_the_class_embeddings_of_conditional_batch_norm():
+    """One-hot weights are the hard label exactly; weights (1-l, l) give gain and bias (1-l) g_A + l g_B."""
+    torch.manual_seed(0)
+    layer = ConditionalBatchNorm2d(4, num_classes=3).eval()
+    with torch.no_grad():
+        layer.gain.weight.uniform_(0.5, 1.5)
+        layer.bias.weight.uniform_(-1.0, 1.0)
+    x = torch.randn(2, 4, 3, 3)
+    hard = layer(x, torch.tensor([0, 2]))
+    one_hot = layer(x, torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+    assert torch.equal(hard, one_hot)
+    lam = 0.25
+    mixed = layer(x[:1], torch.tensor([[1 - lam, 0.0, lam]]))
+    normalised = (x[:1] - layer.batch_norm.running_mean[None, :, None, None]) / torch.sqrt(
+        layer.batch_norm.running_var[None, :, None, None] + layer.batch_norm.eps)
+    gain = (1 - lam) * layer.gain.weight[0] + lam * layer.gain.weight[2]
+    bias = (1 - lam) * layer.bias.weight[0] + lam * layer.bias.weight[2]
+    assert torch.allclose(mixed, gain[None, :, None, None] * normalised + bias[None, :, None, None], atol=1e-6)

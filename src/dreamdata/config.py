@@ -45,7 +45,7 @@ class DataConfig:
 class ProcessConfig:
     """The forward corruption process and its training objective."""
 
-    kind: str = "gaussian"  # gaussian (DDPM) | blur (cold diffusion, Bansal et al. 2022)
+    kind: str = "gaussian"  # gaussian (DDPM) | blur (cold diffusion, Bansal et al. 2022) | gan (adversarial; model.network: dcgan)
     schedule: str = "linear"  # gaussian: linear | cosine | constant
     num_steps: int = 1000  # T
     beta_start: float = 1e-4  # linear: beta_1 (Ho et al. 2020)
@@ -64,13 +64,17 @@ class ProcessConfig:
     blur_loss: str = "l1"  # l1 (Bansal et al.) | l2: distance between the restorer's x0 and x0
     blur_prior_components: int = 1  # generation: GMM components over per-channel means of fully blurred images
     blur_start_noise: float = 0.02  # generation: std of the noise added to the flat start image (diversity)
+    # gan (an adversarial objective instead of a corruption process; see dreamdata.gan)
+    gan_loss: str = "non_saturating"  # non_saturating (Goodfellow et al. 2014) | hinge (Lim & Ye 2017)
+    r1_gamma: float = 0.0  # R1 penalty weight gamma (Mescheder et al. 2018): gamma/2 * |grad_x D(x)|^2; 0 = off
+    diffaugment: str = "color,translation,cutout"  # DiffAugment policies (Zhao et al. 2020), or none
 
 
 @dataclass
 class ModelConfig:
     """The denoising network. Input channels, image size and class count come from the data."""
 
-    network: str = "unet"  # unet | convnext_unet (ConvNeXt blocks, the cold-diffusion report's) | small_cnn
+    network: str = "unet"  # unet | convnext_unet (ConvNeXt blocks, the cold-diffusion report's) | small_cnn | dcgan
     class_conditional: bool = True  # embed class labels (with a learned null class for CFG)
     base_channels: int = 64
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])
@@ -78,6 +82,8 @@ class ModelConfig:
     attention_resolutions: list[int] = field(default_factory=lambda: [8])  # feature-map sizes with self-attention
     attention_head_channels: int = 32
     dropout: float = 0.1
+    latent_dim: int = 128  # dcgan: size of the latent code z (base_channels is the width)
+    spectral_norm: bool = True  # dcgan: spectral normalisation of the discriminator (Miyato et al. 2018)
 
 
 @dataclass
@@ -87,6 +93,7 @@ class TrainConfig:
     batch_size: int = 64
     optimizer: str = "adamw"  # adam | adamw
     lr: float = 2e-4
+    discriminator_lr: Optional[float] = None  # gan: the discriminator's learning rate; None = train.lr
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 500
@@ -360,11 +367,14 @@ def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
 def validate(config: RunConfig) -> None:
     """Reject values that are well-typed but meaningless, naming the key."""
     p, m, t, d = config.process, config.model, config.train, config.data
-    _choice("process.kind", p.kind, ("gaussian", "blur"))
+    _choice("process.kind", p.kind, ("gaussian", "blur", "gan"))
     _choice("process.schedule", p.schedule, ("linear", "cosine", "constant"))
     _choice("process.prediction", p.prediction, ("epsilon", "x0", "v"))
     _choice("process.loss_weighting", p.loss_weighting, ("simple", "min_snr"))
-    _choice("model.network", m.network, ("unet", "convnext_unet", "small_cnn"))
+    _choice("model.network", m.network, ("unet", "convnext_unet", "small_cnn", "dcgan"))
+    if (p.kind == "gan") != (m.network == "dcgan"):
+        raise ConfigError(f"config keys process.kind={p.kind} and model.network={m.network}: a GAN is "
+                          "process.kind=gan with model.network=dcgan (both, or neither; the gan preset sets them)")
     _choice("train.optimizer", t.optimizer, ("adam", "adamw"))
     _choice("train.lr_schedule", t.lr_schedule, ("constant", "cosine"))
     _choice("train.precision", t.precision, ("auto", "fp32", "bf16"))
@@ -372,6 +382,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"config key process.num_steps: expected a positive integer, got {p.num_steps}")
     if p.kind == "blur":
         _validate_blur(p)
+    if p.kind == "gan":
+        _validate_gan(config)
     budgets = [name for name in ("epochs", "steps", "minutes") if getattr(t, name) is not None]
     if len(budgets) > 1:
         raise ConfigError(f"config keys train.{budgets[0]} and train.{budgets[1]}: give exactly one budget "
@@ -455,6 +467,22 @@ def _validate_evaluation(e: EvaluationConfig) -> None:
         _choice("evaluation.metrics", name, ("fid", "kid", "is", "pr"))
     if not e.metrics:
         raise ConfigError("config key evaluation.metrics: expected at least one of fid, kid, is, pr")
+
+
+def _validate_gan(config: RunConfig) -> None:
+    """The GAN keys; checked only when ``process.kind`` is ``gan``."""
+    p, m, t = config.process, config.model, config.train
+    _choice("process.gan_loss", p.gan_loss, ("non_saturating", "hinge"))
+    _expect(p.r1_gamma >= 0.0, "process.r1_gamma", p.r1_gamma, "an R1 weight gamma >= 0 (0 = off)")
+    from dreamdata.gan.diffaugment import parse_policy
+
+    try:
+        parse_policy(p.diffaugment)
+    except ValueError as error:
+        raise ConfigError(f"config key process.diffaugment: {error}") from None
+    _expect(m.latent_dim >= 1, "model.latent_dim", m.latent_dim, "a positive integer")
+    _expect(t.discriminator_lr is None or t.discriminator_lr >= 0.0, "train.discriminator_lr",
+            t.discriminator_lr, "a learning rate >= 0 or null (= train.lr)")
 
 
 def _validate_blur(p: ProcessConfig) -> None:

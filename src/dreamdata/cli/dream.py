@@ -28,8 +28,8 @@ def add_dream(subparsers) -> None:
                         help="class(es) to dream, repeatable or comma-separated (default all)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0,
                         help="classifier-free guidance scale w >= 0 (default 0: none)")
-    parser.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpm++2m, ... (default ddim)")
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    parser.add_argument("--sampler", default=None, help="ddpm, ddim, dpm++2m, ... (default ddim; a GAN run: gan)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 50; not for a GAN run)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=100, help="images per sampler call (default 100)")
@@ -70,7 +70,8 @@ def _check_args(args) -> None:
     from dreamdata.sampling.from_run import check_sampler
 
     check_positive(per_class=args.per_class, steps=args.steps, batch=args.batch, chunk=args.chunk)
-    check_sampler(args.sampler)
+    if args.sampler is not None:
+        check_sampler(args.sampler)
     check_output_directory(args.out)
     if (args.keep_top is None) != (args.filter_classifier is None):
         raise DreamdataError("--keep-top and --filter-classifier go together (keep the top fraction by that "
@@ -89,7 +90,7 @@ def _run_dream(args) -> int:
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.sampling.generate import resolve_classes
     from dreamdata.training.distributed import init_distributed, shutdown_distributed
-    from dreamdata.sampling.from_run import load_for_sampling
+    from dreamdata.sampling.from_run import is_gan, load_for_sampling, refuse_for_gan, sampler_and_steps
 
     _check_args(args)
     formats = tuple(part.strip() for part in args.format.split(",") if part.strip())
@@ -101,6 +102,10 @@ def _run_dream(args) -> int:
         if int(getattr(model.network, "num_classes", 0)) == 0:
             raise DreamdataError(f"{args.run}: the model is unconditional; dreaming a labelled dataset needs a "
                                  "class-conditional model (model.class_conditional: true)")
+        refuse_for_gan(model.process, guidance=args.guidance, spacing=args.spacing != "linspace" and args.spacing)
+        if not is_gan(model.process):  # dreaming defaults: 50-step DDIM
+            args.sampler, args.steps = args.sampler or "ddim", args.steps or 50
+        args.sampler, args.steps = sampler_and_steps(model.process, args.sampler, args.steps)
         classes = resolve_classes(args.classes, model.class_names)
         spec = build_spec(args, model, classes)
         classifier = None

@@ -123,7 +123,7 @@ def _run_evaluate(args) -> int:
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
     from dreamdata.cli.arguments import check_positive
-    from dreamdata.sampling.from_run import load_for_sampling, sampler_and_steps, start_distribution
+    from dreamdata.sampling.from_run import load_for_sampling, refuse_for_gan, sampler_and_steps, start_distribution
     from dreamdata.evaluation.extractor import resolve_extractor
     from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.evaluation.sources import load_reference, load_sample_set
@@ -145,6 +145,8 @@ def _run_evaluate(args) -> int:
         model, device = load_for_sampling(target, args.device, use_ema=not args.no_ema)
         if model.config.process.kind == "gaussian":  # evaluation defaults: 50-step DDIM, as the FID benchmarks
             args.sampler, args.steps = args.sampler or "ddim", args.steps or 50
+        refuse_for_gan(model.process, guidance=args.guidance, reconstruction=args.reconstruction,
+                       spacing=args.spacing != "linspace" and args.spacing)
         args.sampler, args.steps = sampler_and_steps(model.process, args.sampler, args.steps,
                                                      start_noise=args.start_noise)
         if args.reconstruction and model.config.process.kind != "gaussian":

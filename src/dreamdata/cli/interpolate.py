@@ -1,4 +1,5 @@
-"""`dreamdata interpolate`: deterministic DDIM strips between two noises or two classes."""
+"""`dreamdata interpolate`: deterministic strips between two noises or two classes (DDIM for diffusion runs,
+one generator pass per frame for GAN runs)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from dreamdata.cli.arguments import guidance_scale
 from dreamdata.cli.arguments import check_positive
-from dreamdata.sampling.from_run import load_for_sampling
+from dreamdata.sampling.from_run import is_gan, load_for_sampling, refuse_for_gan
 from dreamdata.errors import DreamdataError
 
 
@@ -18,7 +19,9 @@ def add_interpolate(subparsers) -> None:
                     "with the noise of --seed fixed, mixing the network outputs eps = (1-l) eps(x, A) + "
                     "l eps(x, B) (guided by --guidance on top). The noise of a seed is that of the first "
                     "image `dreamdata sample --class A --seed S` draws, so the end frames are its DDIM "
-                    "samples. Same arguments, same pixels.")
+                    "samples. Same arguments, same pixels. For a GAN run the strip walks the latent codes "
+                    "of the two seeds (--path slerp or linear), or keeps the code and moves the generator's "
+                    "class embedding from A to B; no sampler is involved.")
     parser.add_argument("run", help="run directory or .safetensors checkpoint")
     parser.add_argument("--class", dest="class_a", metavar="A",
                         help="class name or index (not for unconditional models)")
@@ -26,7 +29,9 @@ def add_interpolate(subparsers) -> None:
     parser.add_argument("--frames", type=int, default=8, help="images in the strip, ends included (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="noise of the first frame (default 0)")
     parser.add_argument("--seed2", type=int, help="noise of the last frame (default --seed + 1; not with --to-class)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50; not for a GAN run)")
+    parser.add_argument("--path", choices=("slerp", "linear"), default="slerp",
+                        help="how the two seeds' noises / latent codes are joined (default slerp)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0,
                         help="classifier-free guidance scale w >= 0 (default 0: none)")
@@ -58,9 +63,13 @@ def _run_interpolate(args) -> int:
     network, process = model.network, model.process
     from dreamdata.process import GaussianDiffusion
 
-    if not isinstance(process, GaussianDiffusion):
+    gan = is_gan(process)
+    refuse_for_gan(process, steps=args.steps, guidance=args.guidance,
+                   spacing=args.spacing != "linspace" and args.spacing)
+    args.steps = 1 if gan else (args.steps or 50)
+    if not gan and not isinstance(process, GaussianDiffusion):
         raise DreamdataError(f"{args.run}: interpolate walks DDIM's noise space, so it needs a Gaussian diffusion "
-                             f"run; this run's process is {model.config.process.kind}")
+                             f"run (or a GAN run); this run's process is {model.config.process.kind}")
     conditional = int(getattr(network, "num_classes", 0)) > 0
 
     def one_class(spec: str, option: str) -> int:
@@ -90,15 +99,18 @@ def _run_interpolate(args) -> int:
         sampling_timesteps(process, args.steps, args.spacing)
     except ValueError as error:
         raise DreamdataError(f"--spacing/--steps: {error}") from None
+    if gan:
+        return _write_gan_strip(args, model, network, class_a, class_b, seed2, index, device)
     if class_b is not None:
         frames = interpolate_classes(network, process, class_a, class_b, args.seed, **common)
         what = f"class {model.class_names[class_a]} -> {model.class_names[class_b]}, seed {args.seed}"
         name = f"interpolate-class{class_a}-to{class_b}-seed{args.seed}"
     else:
-        frames = interpolate_seeds(network, process, class_a, args.seed, seed2, **common)
+        frames = interpolate_seeds(network, process, class_a, args.seed, seed2, path=args.path, **common)
         label = model.class_names[class_a] if class_a is not None else "unconditional"
         what = f"{label}, seed {args.seed} -> {seed2}"
         name = f"interpolate-{'uncond' if class_a is None else f'class{class_a}'}-seed{args.seed}-to{seed2}"
+        name += "" if args.path == "slerp" else f"-{args.path}"
     name += f"-{args.steps}steps-w{args.guidance:g}-step{model.step}.png"
     out = Path(args.out).expanduser() if args.out else model.checkpoint.parent.parent / "samples" / name
     check_finite(frames, model_source(model), network, what=f"DDIM interpolation ({args.steps} steps)")
@@ -107,3 +119,28 @@ def _run_interpolate(args) -> int:
     return 0
 
 
+
+
+def _write_gan_strip(args, model, generator, class_a, class_b, seed2: int, index: int, device) -> int:
+    """A GAN run's strip: latent codes of two seeds (slerp/linear), or one code from class A to class B."""
+    from dreamdata.sampling.generate import check_finite, model_source, uint8_grid, write_png
+    from dreamdata.sampling.interpolate import interpolate_generator_classes, interpolate_latents
+
+    if class_b is not None:
+        frames = interpolate_generator_classes(generator, class_a, class_b, args.seed, args.frames,
+                                               device=device, index=index)
+        what = f"class {model.class_names[class_a]} -> {model.class_names[class_b]}, seed {args.seed}"
+        name = f"interpolate-class{class_a}-to{class_b}-seed{args.seed}"
+    else:
+        frames = interpolate_latents(generator, class_a, args.seed, seed2, args.frames, path=args.path,
+                                     device=device, index=index)
+        label = model.class_names[class_a] if class_a is not None else "unconditional"
+        what = f"{label}, latent code of seed {args.seed} -> {seed2} ({args.path})"
+        name = (f"interpolate-{'uncond' if class_a is None else f'class{class_a}'}-seed{args.seed}-to{seed2}-"
+                f"{args.path}")
+    out = (Path(args.out).expanduser() if args.out else
+           model.checkpoint.parent.parent / "samples" / f"{name}-gan-step{model.step}.png")
+    check_finite(frames, model_source(model), generator, what="the GAN interpolation")
+    write_png(uint8_grid(frames, nrow=args.frames), out)
+    print(f"wrote {out} ({args.frames} frames, {what}, one generator pass per frame)")
+    return 0

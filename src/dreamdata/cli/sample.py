@@ -118,7 +118,8 @@ def _run_sample(args) -> int:
         write_png,
         write_samples,
     )
-    from dreamdata.sampling.from_run import check_sampler, load_for_sampling, sampler_and_steps, start_distribution
+    from dreamdata.sampling.from_run import (check_sampler, load_for_sampling, refuse_for_gan, sampler_and_steps,
+                                             start_distribution)
     from dreamdata.sampling.thresholding import X0_CLIPS
 
     check_positive(n=args.n, steps=args.steps, batch=args.batch, trajectory=args.trajectory,
@@ -139,6 +140,9 @@ def _run_sample(args) -> int:
                              "--trajectory/--forward-strip")
     model, device = load_for_sampling(args.run, args.device, use_ema=not args.no_ema)
     network, process = model.network, model.process
+    refuse_for_gan(process, guidance=args.guidance, eta=args.eta, from_test=args.from_test,
+                   forward_strip=args.forward_strip, trajectory=args.trajectory,
+                   spacing=args.spacing != "linspace" and args.spacing, x0_clip=args.x0_clip != "static" and args.x0_clip)
     args.sampler, args.steps = sampler_and_steps(process, args.sampler, args.steps, start_noise=args.start_noise)
     if args.from_test is not None:
         return _run_restore(args, model, device)

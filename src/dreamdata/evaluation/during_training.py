@@ -32,8 +32,12 @@ class TrainingEvaluator:
 
     def __init__(self, config: RunConfig, class_names: list[str], device: torch.device, progress: bool = True):
         self.settings = config.evaluation
-        if config.process.kind != "gaussian":
-            raise ConfigError(f"config key evaluation.every: in-training evaluation samples Gaussian-diffusion runs; "
+        # a GAN samples in one generator pass: evaluation.sampler/steps/guidance do not apply to it
+        self.sampling = (("gan", 1, 0.0) if config.process.kind == "gan" else
+                         (self.settings.sampler, self.settings.steps, self.settings.guidance))
+        if config.process.kind not in ("gaussian", "gan"):
+            raise ConfigError(f"config key evaluation.every: in-training evaluation samples Gaussian-diffusion "
+                              f"and GAN runs; "
                               f"for process.kind={config.process.kind!r} evaluate the finished run with "
                               "`dreamdata evaluate RUN`")
         self.class_names = class_names
@@ -50,11 +54,12 @@ class TrainingEvaluator:
     def __call__(self, network, process) -> dict:
         """One evaluation of ``network`` (usually the EMA copy): ``{"eval_fid": ..., "eval_n": ..., ...}``."""
         s = self.settings
+        sampler, steps, guidance = self.sampling
         started = time.perf_counter()
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             samples = sample_for_evaluation(network, process, self.class_names, s.samples, seed=s.seed,
-                                            sampler=s.sampler, steps=s.steps, guidance_scale=s.guidance,
+                                            sampler=sampler, steps=steps, guidance_scale=guidance,
                                             batch_size=s.batch_size, device=self.device, progress=False)
             options = EvaluationOptions(metrics=s.metrics, per_class=False, progress=False, seed=s.seed,
                                         kid_subset_size=min(1000, s.samples), is_splits=min(10, s.samples))

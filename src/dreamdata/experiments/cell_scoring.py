@@ -183,7 +183,7 @@ class CellScorer:
 
             metrics["reconstruction"] = reconstruction_metrics(network, process, clean, labels, count=len(clean),
                                                                seed=e.seed, batch_size=e.batch, device=self.device)
-        if "restoration" in wanted:
+        if "restoration" in wanted and config.process.kind != "gan":  # a GAN corrupts nothing to restore
             from dreamdata.sampling.restore import degrade_and_restore, restoration_scores
 
             x0 = clean.float().div(127.5).sub(1.0)
@@ -216,6 +216,9 @@ class CellScorer:
 
     @staticmethod
     def _process_summary(config, num_steps: int) -> dict[str, Any]:
+        if config.kind == "gan":
+            return {"kind": "gan", "num_steps": num_steps, "objective": config.gan_loss,
+                    "diffaugment": config.diffaugment, "r1_gamma": config.r1_gamma}
         blur = config.kind == "blur"
         return {"kind": config.kind, "schedule": config.blur_schedule if blur else config.schedule,
                 "num_steps": num_steps,

@@ -86,8 +86,10 @@ def arm_config(sweep: SweepConfig, spec: ArmSpec, out_dir: Path) -> Arm:
 def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int, process,
                      conditional: bool = True) -> dict[str, Any]:
     """One cell's sampling settings for an arm: per-process values picked, the default sampler and
-    ``steps: null`` (every step T) filled in, steps capped at T, guidance 0 for an unconditional arm."""
-    from dreamdata.sampling.from_run import sampler_and_steps
+    ``steps: null`` (every step T) filled in, steps capped at T, guidance 0 for an unconditional arm. A GAN
+    arm samples in one generator pass whatever the diffusion settings say (sampler ``gan``, 1 step, w = 0),
+    so one sweep can hold diffusion and GAN arms side by side."""
+    from dreamdata.sampling.from_run import is_gan, sampler_and_steps
 
     resolved = {}
     for key, value in settings.items():
@@ -98,6 +100,9 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
                 raise ConfigError(f"sampling {key!r} = {value!r} has no value for a {process_kind} process")
             value = value[process_kind]
         resolved[key] = value
+    if is_gan(process):
+        resolved.update(sampler="gan", steps=1, guidance=0.0)
+        return resolved
     sampler, steps = sampler_and_steps(process, resolved["sampler"], resolved["steps"] or num_steps,
                                        start_noise=resolved["start_noise"])
     resolved["sampler"], resolved["steps"] = sampler, min(int(steps), num_steps)

@@ -24,23 +24,32 @@ TRAIN_PASSES_PER_IMAGE = 3.0  # forward + backward, measured ~3x a forward pass 
 def _network_and_rate(arm: Arm, data_cache: dict, batch: int = 32, repeats: int = 2) -> tuple[Any, float, int]:
     """The arm's data (channels, size, classes, train size) and its network's forward rate in images/s."""
     from dreamdata.data import load_dataset
-    from dreamdata.networks import build_network
+    from dreamdata.training.objectives import build_networks
 
     key = repr(arm.config.data)
     if key not in data_cache:
         data = load_dataset(arm.config.data, "train")
         data_cache[key] = (int(data.images.shape[1]), int(data.images.shape[-1]), len(data.class_names), len(data))
     channels, size, classes, count = data_cache[key]
-    network = build_network(arm.config.model, channels, size, classes if arm.config.model.class_conditional else 0)
+    network = build_networks(arm.config, channels, size, classes if arm.config.model.class_conditional else 0)
     network.eval()
-    x = torch.randn(batch, channels, size, size)
-    t = torch.zeros(batch, dtype=torch.long)
     y = torch.zeros(batch, dtype=torch.long) if arm.config.model.class_conditional else None
+    if arm.config.process.kind == "gan":  # one pass of G then D: what a GAN's sample and training cost
+        z = torch.randn(batch, arm.config.model.latent_dim)
+
+        def forward():
+            network.discriminator(network.generator(z, y), y)
+    else:
+        x = torch.randn(batch, channels, size, size)
+        t = torch.zeros(batch, dtype=torch.long)
+
+        def forward():
+            network(x, t, y)
     with torch.inference_mode():
-        network(x, t, y)  # warm-up
+        forward()  # warm-up
         started = time.perf_counter()
         for _ in range(repeats):
-            network(x, t, y)
+            forward()
         seconds = time.perf_counter() - started
     return data_cache[key], batch * repeats / max(seconds, 1e-9), count
 

@@ -29,6 +29,10 @@ class ConditionalBatchNorm2d(nn.Module):
     norm) and the gain and bias are rows of two ``nn.Embedding(num_classes, num_features)`` tables,
     initialised to 1 and 0 so that a fresh layer is plain batch norm. With ``num_classes == 0`` it is a
     plain affine ``nn.BatchNorm2d`` and ``class_labels`` is ignored.
+
+    ``class_labels`` may also be soft: float class weights ``[B, num_classes]``, whose gain and bias are the
+    weighted sums of the rows, ``sum_k w_k gain[k]`` - the class-embedding interpolation of Brock et al.
+    (2019). One-hot weights give exactly the hard label's gain and bias.
     """
 
     def __init__(self, num_features: int, num_classes: int = 0):
@@ -51,8 +55,12 @@ class ConditionalBatchNorm2d(nn.Module):
         if class_labels is None:
             raise ValueError(f"this ConditionalBatchNorm2d is conditional ({self.num_classes} classes) and needs "
                              "class_labels, a long tensor [batch] of class indices; got None")
-        gain = self.gain(class_labels)[:, :, None, None]
-        bias = self.bias(class_labels)[:, :, None, None]
+        if class_labels.is_floating_point():  # soft labels: a mixture of the class embeddings
+            gain = (class_labels @ self.gain.weight)[:, :, None, None]
+            bias = (class_labels @ self.bias.weight)[:, :, None, None]
+        else:
+            gain = self.gain(class_labels)[:, :, None, None]
+            bias = self.bias(class_labels)[:, :, None, None]
         return gain * normalised + bias
 
 

@@ -38,12 +38,18 @@ def _check_size(image_size: int) -> None:
 
 def _check_labels(class_labels: Optional[torch.Tensor], num_classes: int, batch_size: int,
                   device: torch.device) -> Optional[torch.Tensor]:
-    """The labels of a conditional network as a long tensor [batch], or ``None`` when unconditional."""
+    """The labels of a conditional network as a long tensor [batch] (or soft class weights [batch, classes],
+    non-negative rows summing to 1, for interpolating between classes), or ``None`` when unconditional."""
     if num_classes == 0:
         return None  # the unconditional network ignores labels, as every dreamdata network does
     if class_labels is None:
         raise ValueError(f"this network is class-conditional ({num_classes} classes) and needs class_labels, "
                          f"a long tensor [batch] with values in 0..{num_classes - 1}; got None")
+    if class_labels.is_floating_point() and class_labels.shape == (batch_size, num_classes):
+        if batch_size and (bool((class_labels < 0).any())
+                           or not torch.allclose(class_labels.sum(1), torch.ones_like(class_labels[:, 0]))):
+            raise ValueError("soft class_labels must be non-negative class weights whose rows sum to 1")
+        return class_labels.to(device=device)
     if class_labels.shape != (batch_size,) or class_labels.is_floating_point() or class_labels.is_complex():
         raise ValueError(f"class_labels must be an integer tensor of shape [{batch_size}], got dtype "
                          f"{class_labels.dtype} and shape {list(class_labels.shape)}")

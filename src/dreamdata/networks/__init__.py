@@ -51,5 +51,8 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def describe_network(module: nn.Module) -> str:
-    """One line naming the network and its size, e.g. ``"UNet: 3,912,321 parameters"``."""
+    """One line naming the network and its size, e.g. ``"UNet: 3,912,321 parameters"`` (for a GAN, both
+    of its networks)."""
+    if hasattr(module, "generator") and hasattr(module, "discriminator"):
+        return f"{describe_network(module.generator)}; {describe_network(module.discriminator)}"
     return f"{type(module).__name__}: {count_parameters(module):,} parameters"

@@ -2,7 +2,8 @@
 
 :func:`build_process` turns a :class:`~dreamdata.config.ProcessConfig` into a
 :class:`~dreamdata.process.base.Process`: Gaussian noise (DDPM, ``kind: gaussian``) or deterministic Gaussian
-blur (cold diffusion, ``kind: blur``).
+blur (cold diffusion, ``kind: blur``), or the adversarial objective of a GAN (``kind: gan``, see
+:mod:`dreamdata.gan.process`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ __all__ = [
     "linear_betas",
 ]
 
-PROCESS_KINDS = ("gaussian", "blur")
+PROCESS_KINDS = ("gaussian", "blur", "gan")
 
 
 def build_process(config: ProcessConfig) -> Process:
@@ -47,4 +48,8 @@ def build_process(config: ProcessConfig) -> Process:
         return GaussianDiffusion.from_config(config)
     if config.kind == "blur":
         return GaussianBlurDegradation.from_config(config)
+    if config.kind == "gan":
+        from dreamdata.gan.process import AdversarialProcess  # the adversarial objective, T = 1
+
+        return AdversarialProcess.from_config(config)
     raise ValueError(f"unknown process kind {config.kind!r} (known: {', '.join(PROCESS_KINDS)})")

@@ -18,7 +18,8 @@ import torch
 from dreamdata.errors import DreamdataError
 from dreamdata.training.pretrained import TrainedModel, load_trained
 
-__all__ = ["check_sampler", "load_for_sampling", "run_directory", "sampler_and_steps", "start_distribution"]
+__all__ = ["check_sampler", "is_gan", "load_for_sampling", "refuse_for_gan", "run_directory", "sampler_and_steps",
+           "start_distribution"]
 
 
 def load_for_sampling(run: str | Path, device: str = "auto", use_ema: bool = True, local_rank: int = 0
@@ -46,16 +47,41 @@ def check_sampler(name: str, process=None) -> None:
         raise DreamdataError(f"--sampler {name!r}: {error}") from None
 
 
+def is_gan(process) -> bool:
+    """Whether ``process`` is a GAN's adversarial objective (sampled in one generator pass)."""
+    from dreamdata.gan.process import AdversarialProcess
+
+    return isinstance(process, AdversarialProcess)
+
+
+def refuse_for_gan(process, **given) -> None:
+    """For a GAN run, a :class:`DreamdataError` naming the first diffusion-only option the user gave
+    (``given``: option name -> value, where None, False and 0 mean "not given"). Nothing for other runs."""
+    if not is_gan(process):
+        return
+    for name, value in given.items():
+        if value is not None and value is not False and value != 0:
+            option = "--" + name.replace("_", "-")
+            raise DreamdataError(f"{option}: this is a GAN run, which samples in one generator pass "
+                                 f"(x = G(z, y)); {option} applies to diffusion runs only")
+
+
 def sampler_and_steps(process, sampler: Optional[str], steps: Optional[int], gaussian_steps: int = 100,
                       start_noise: Optional[float] = None) -> tuple[str, int]:
     """The sampler and step count to use: the given ones, else the process's defaults (ancestral DDPM with
-    ``gaussian_steps`` for Gaussian diffusion; cold-improved over every step ``T`` for blur).
+    ``gaussian_steps`` for Gaussian diffusion; cold-improved over every step ``T`` for blur; the single
+    generator pass ``gan`` for a GAN).
 
-    Raises :class:`DreamdataError` when the sampler does not fit the process, or when a ``start_noise`` is
-    given for a process that starts from ``N(0, I)``.
+    Raises :class:`DreamdataError` when the sampler does not fit the process, when steps are given for a
+    GAN, or when a ``start_noise`` is given for a process that starts from ``N(0, I)``.
     """
     from dreamdata.sampling import default_sampler
 
+    if is_gan(process):
+        refuse_for_gan(process, steps=steps, start_noise=start_noise)
+        if sampler is not None:
+            check_sampler(sampler, process)
+        return "gan", 1
     cold = default_sampler(process).startswith("cold")
     sampler = sampler or default_sampler(process)
     check_sampler(sampler, process)

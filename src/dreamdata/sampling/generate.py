@@ -202,6 +202,8 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
     device = torch.device(device) if device is not None else _network_device(network)
     timesteps = sampling_timesteps(process, steps, spacing).to(device)
     shape = (int(network.in_channels), int(network.image_size), int(network.image_size))
+    # what one sample starts from: x_T [C, H, W] for diffusion, a GAN generator's latent code z
+    start_shape = tuple(getattr(network, "start_shape", shape))
     out = torch.empty((count, *shape), dtype=torch.float32)
 
     was_training = getattr(network, "training", False)
@@ -214,7 +216,7 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
             stop = min(count, first + batch_size)
             batch_indices = indices[first:stop]
             if start is None:
-                noise = per_sample_noise(seed, batch_indices, shape, device)
+                noise = per_sample_noise(seed, batch_indices, start_shape, device)
             else:
                 noise = start(PerSampleGenerator(seed, batch_indices, device, stream=START_STREAM), shape, device)
             generator = PerSampleGenerator(seed, batch_indices, device)

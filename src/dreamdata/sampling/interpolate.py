@@ -16,7 +16,16 @@ so walking ``x_T`` along a path walks the images along one too.
   Mixing the raw output is the same as mixing epsilon for x0- and v-parameterised networks too, since
   each is an affine function of epsilon at fixed ``(x, t)`` and the weights sum to 1.
 
-Both are deterministic: the same arguments give the same pixels.
+A GAN's generator maps its latent code ``z`` to an image in one pass, so the same two walks need no sampler:
+
+* :func:`interpolate_latents` - the codes of two seeds (those :func:`~dreamdata.sampling.generate.generate`
+  draws for sample ``index``), joined by slerp or by a straight line (``path="linear"``, as Radford et al.
+  2016 walked DCGAN's uniform latent space; for Gaussian codes slerp keeps the norm, White 2016);
+* :func:`interpolate_generator_classes` - one code, the class moving from A to B: the generator's
+  class-conditional batch norm takes soft labels, so frame ``k`` uses the gains and biases
+  ``(1 - lam) gamma_A + lam gamma_B`` (the class-embedding interpolation of Brock et al. 2019).
+
+All are deterministic: the same arguments give the same pixels.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from dreamdata.process.rng import per_sample_noise
 from dreamdata.sampling.generate import sampling_timesteps
 from dreamdata.sampling.registry import get_sampler
 
-__all__ = ["ClassMixture", "interpolate_classes", "interpolate_seeds", "slerp", "slerp_path"]
+__all__ = ["ClassMixture", "PATHS", "interpolate_classes", "interpolate_generator_classes", "interpolate_latents",
+           "interpolate_seeds", "lerp_path", "slerp", "slerp_path"]
 
 PARALLEL_COS = 0.9995  # above this cosine the arc is indistinguishable from the chord: interpolate linearly
 
@@ -76,6 +86,17 @@ def slerp_path(a: torch.Tensor, b: torch.Tensor, frames: int) -> torch.Tensor:
     return torch.stack([slerp(a, b, k / (frames - 1)) for k in range(frames)])
 
 
+def lerp_path(a: torch.Tensor, b: torch.Tensor, frames: int) -> torch.Tensor:
+    """``frames`` evenly spaced points of the straight line from ``a`` to ``b`` (both included, exactly)."""
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        raise ValueError(f"frames must be an integer >= 2, got {frames!r}")
+    inner = [a + (b - a) * (k / (frames - 1)) for k in range(1, frames - 1)]
+    return torch.stack([a.clone(), *inner, b.clone()])
+
+
+PATHS = {"slerp": slerp_path, "linear": lerp_path}
+
+
 class ClassMixture(torch.nn.Module):
     """A network whose "class" ``k`` is the output mixture ``(1 - lam_k) out(x, A) + lam_k out(x, B)``.
 
@@ -108,6 +129,12 @@ class ClassMixture(torch.nn.Module):
         if bool(is_null.any()):
             out[is_null] = self.network(x[is_null], t[is_null], torch.full_like(class_labels[is_null], self.inner_null))
         return out
+
+
+def _path(name: str):
+    if name not in PATHS:
+        raise ValueError(f"path {name!r}: expected one of {', '.join(PATHS)}")
+    return PATHS[name]
 
 
 def _device_of(network) -> torch.device:
@@ -143,8 +170,9 @@ def _ddim_decode(network, process, noise: torch.Tensor, labels: Optional[torch.T
 def interpolate_seeds(network, process, class_label: Optional[int], seed: int, seed2: int, frames: int = 8,
                       steps: int = 50, spacing: str = "linspace", guidance_scale: float = 0.0,
                       device: Optional[torch.device | str] = None, index: int = 0,
-                      x0_clip: str = "static") -> torch.Tensor:
-    """DDIM (eta = 0) decodings of the slerp path between the noises of ``seed`` and ``seed2``.
+                      x0_clip: str = "static", path: str = "slerp") -> torch.Tensor:
+    """DDIM (eta = 0) decodings of the slerp (or ``path="linear"``) path between the noises of ``seed`` and
+    ``seed2``.
 
     Returns ``[frames, C, H, W]`` in ``[-1, 1]`` (CPU). The noises are those of sample ``index`` under each
     seed, so frame 0 (the last frame) equals ``generate(..., seed=seed, sampler="ddim", eta=0)`` (``seed2``)
@@ -155,7 +183,7 @@ def interpolate_seeds(network, process, class_label: Optional[int], seed: int, s
     shape = (int(network.in_channels), int(network.image_size), int(network.image_size))
     first = per_sample_noise(seed, [index], shape, device)[0]
     last = per_sample_noise(seed2, [index], shape, device)[0]
-    noise = slerp_path(first, last, frames)
+    noise = _path(path)(first, last, frames)
     labels = None if class_label is None else torch.full((frames,), int(class_label), dtype=torch.long, device=device)
     return _ddim_decode(network, process, noise, labels, steps, spacing, guidance_scale, x0_clip)
 
@@ -182,3 +210,47 @@ def interpolate_classes(network, process, class_a: int, class_b: int, seed: int,
     labels = torch.arange(frames, dtype=torch.long, device=device)
     return _ddim_decode(mixture, process, noise, labels, steps, spacing, guidance_scale, x0_clip,
                         null_class=mixture.null_class)
+
+
+@torch.no_grad()
+def _generate_frames(generator, codes: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+    was_training = generator.training
+    generator.eval()  # eval-mode batch norm: each frame depends on its own code only
+    try:
+        return generator(codes, labels).float().clamp(-1.0, 1.0).cpu()
+    finally:
+        generator.train(was_training)
+
+
+def interpolate_latents(generator, class_label: Optional[int], seed: int, seed2: int, frames: int = 8,
+                        path: str = "slerp", device: Optional[torch.device | str] = None,
+                        index: int = 0) -> torch.Tensor:
+    """A GAN's images along the ``path`` (slerp or linear) between the latent codes of ``seed`` and
+    ``seed2`` for sample ``index``, class ``class_label`` fixed. ``[frames, C, H, W]`` in ``[-1, 1]`` (CPU);
+    the end frames are that sample's ``generate(..., sampler="gan")`` images under each seed."""
+    _check_class(generator, class_label, "class_label")
+    device = torch.device(device) if device is not None else _device_of(generator)
+    shape = tuple(generator.start_shape)
+    first = per_sample_noise(seed, [index], shape, device)[0]
+    last = per_sample_noise(seed2, [index], shape, device)[0]
+    codes = _path(path)(first, last, frames)
+    labels = None if class_label is None else torch.full((frames,), int(class_label), dtype=torch.long, device=device)
+    return _generate_frames(generator, codes, labels)
+
+
+def interpolate_generator_classes(generator, class_a: int, class_b: int, seed: int, frames: int = 8,
+                                  device: Optional[torch.device | str] = None, index: int = 0) -> torch.Tensor:
+    """A GAN's images of one latent code (sample ``index`` under ``seed``) with soft labels moving from
+    class A (frame 0, exactly the class-A sample) to class B (the last frame, the class-B sample)."""
+    _check_class(generator, class_a, "class_a")
+    _check_class(generator, class_b, "class_b")
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        raise ValueError(f"frames must be an integer >= 2, got {frames!r}")
+    device = torch.device(device) if device is not None else _device_of(generator)
+    shape = tuple(generator.start_shape)
+    codes = per_sample_noise(seed, [index], shape, device).expand(frames, *shape).contiguous()
+    weights = torch.zeros(frames, int(generator.num_classes), device=device)
+    lam = torch.tensor([k / (frames - 1) for k in range(frames)], device=device)
+    weights[:, int(class_a)] += 1.0 - lam
+    weights[:, int(class_b)] += lam
+    return _generate_frames(generator, codes, weights)

@@ -1,13 +1,14 @@
 """The samplers by name, for the command line: ``get_sampler("dpm++2m")``, ``get_sampler("cold-improved", process)``.
 
-Two families, one per kind of process. Every entry has the shared signature ``fn(network, process, start,
+Three families, one per kind of process. Every entry has the shared signature ``fn(network, process, start,
 timesteps, class_labels=None, guidance_scale=0.0, generator=None, x0_clip="static", progress=False,
 callback=None, null_class=None, **sampler_specific) -> Tensor``, where ``start`` is the state at
 ``timesteps[0]`` (named ``noise`` by the Gaussian samplers, whose start is pure noise). Library code calls
 the functions directly.
 
 * :data:`SAMPLERS` - Gaussian diffusion (:class:`~dreamdata.process.gaussian.GaussianDiffusion`);
-* :data:`COLD_SAMPLERS` - deterministic degradations (:class:`~dreamdata.process.blur.GaussianBlurDegradation`).
+* :data:`COLD_SAMPLERS` - deterministic degradations (:class:`~dreamdata.process.blur.GaussianBlurDegradation`);
+* :data:`GAN_SAMPLERS` - a GAN's generator (:class:`~dreamdata.gan.process.AdversarialProcess`): one pass.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from dreamdata.sampling.cold import cold_improved_sample, cold_naive_sample
 from dreamdata.sampling.ddim import ddim_sample
 from dreamdata.sampling.ddpm import ddpm_sample
 from dreamdata.sampling.dpm_solver import dpm_solver_pp_2m_sample
+from dreamdata.sampling.gan import gan_sample
 
-__all__ = ["COLD_SAMPLERS", "SAMPLERS", "default_sampler", "get_sampler", "sampler_names", "samplers_for"]
+__all__ = ["COLD_SAMPLERS", "GAN_SAMPLERS", "SAMPLERS", "default_sampler", "get_sampler", "sampler_names", "samplers_for"]
 
 SAMPLERS: dict[str, Callable] = {
     "ddpm": ddpm_sample,  # ancestral, posterior variance beta_tilde (Ho et al. 2020)
@@ -35,19 +37,34 @@ COLD_SAMPLERS: dict[str, Callable] = {
     "cold-naive": cold_naive_sample,  # Bansal et al. 2022, Algorithm 1
 }
 
+GAN_SAMPLERS: dict[str, Callable] = {
+    "gan": gan_sample,  # x = G(z, y), one network evaluation
+}
 
-def _is_cold(process) -> bool:
-    return isinstance(process, GaussianBlurDegradation)
+# each family, the process kind it fits (for messages), and its default
+_FAMILIES = ((SAMPLERS, "Gaussian diffusion", "ddpm"), (COLD_SAMPLERS, "blur (cold diffusion)", "cold-improved"),
+             (GAN_SAMPLERS, "a GAN", "gan"))
+
+
+def _family(process) -> tuple[dict[str, Callable], str, str]:
+    from dreamdata.gan.process import AdversarialProcess
+
+    if isinstance(process, GaussianBlurDegradation):
+        return _FAMILIES[1]
+    if isinstance(process, AdversarialProcess):
+        return _FAMILIES[2]
+    return _FAMILIES[0]
 
 
 def samplers_for(process) -> dict[str, Callable]:
-    """The samplers that fit ``process``: the cold family for a blur process, else the Gaussian family."""
-    return COLD_SAMPLERS if _is_cold(process) else SAMPLERS
+    """The samplers that fit ``process``: the cold family for a blur process, the generator pass for a GAN,
+    else the Gaussian family."""
+    return _family(process)[0]
 
 
 def default_sampler(process) -> str:
-    """``cold-improved`` for a blur process, ``ddpm`` for Gaussian diffusion."""
-    return "cold-improved" if _is_cold(process) else "ddpm"
+    """``cold-improved`` for a blur process, ``gan`` for a GAN, ``ddpm`` for Gaussian diffusion."""
+    return _family(process)[2]
 
 
 def sampler_names(process=None) -> list[str]:
@@ -60,22 +77,17 @@ def get_sampler(name: str, process=None) -> Callable:
 
     With ``process`` given, a sampler of the other family is refused with a message saying which fit.
     """
+    known = [sampler for family, _, _ in _FAMILIES for sampler in family]
     if process is not None:
-        fitting = samplers_for(process)
+        fitting, kind, _ = _family(process)
         if isinstance(name, str) and name in fitting:
             return fitting[name]
-        other = SAMPLERS if fitting is COLD_SAMPLERS else COLD_SAMPLERS
-        kind = "blur (cold diffusion)" if fitting is COLD_SAMPLERS else "Gaussian diffusion"
-        if isinstance(name, str) and name in other:
+        if isinstance(name, str) and name in known:
             raise ValueError(f"sampler {name!r} does not fit this run's process, {kind}; "
-                             f"use one of {', '.join(fitting)}")
+                             f"use {'one of ' if len(fitting) > 1 else ''}{', '.join(fitting)}")
         raise ValueError(f"unknown sampler {name!r} (for {kind}: {', '.join(fitting)})")
-    try:
-        return SAMPLERS[name]
-    except (KeyError, TypeError):
-        pass
-    try:
-        return COLD_SAMPLERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown sampler {name!r} (known: {', '.join([*SAMPLERS, *COLD_SAMPLERS])})") from None
+    for family, _, _ in _FAMILIES:
+        if isinstance(name, str) and name in family:
+            return family[name]
+    raise ValueError(f"unknown sampler {name!r} (known: {', '.join(known)})")
 

@@ -1,4 +1,8 @@
-"""Rebuild a trained network and its process from a run directory or checkpoint, for sampling."""
+"""Rebuild a trained network and its process from a run directory or checkpoint, for sampling.
+
+For a GAN run (``process.kind: gan``) the network is the generator: its EMA (``ema.*``, with batch-norm
+statistics re-estimated for the averaged weights when it was saved) or, with ``use_ema=False``, the live
+one (``model.generator.*``); the discriminator is only needed to resume training."""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ import torch
 
 from dreamdata.config import RunConfig, config_from_dict
 from dreamdata.errors import CheckpointError
-from dreamdata.networks import build_network
 from dreamdata.process import build_process
 from dreamdata.training import checkpoint as ckpt
 from dreamdata.training import run_dir as rd
+from dreamdata.training.objectives import build_networks
 
 
 @dataclass
@@ -44,8 +48,15 @@ def load_trained(path: str | Path, use_ema: bool = True, device: str | torch.dev
     except (KeyError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{weights_path}: metadata lacks a readable config/data description ({error})") from None
     num_classes = len(data["class_names"]) if config.model.class_conditional else 0
-    network = build_network(config.model, data["channels"], data["image_size"], num_classes)
-    ckpt.load_into(network, weights.ema if use_ema else weights.model, weights_path)
+    network = build_networks(config, data["channels"], data["image_size"], num_classes)
+    if config.process.kind == "gan":
+        if not use_ema:
+            ckpt.load_into(network, weights.model, weights_path)
+        network = network.generator
+        if use_ema:
+            ckpt.load_into(network, weights.ema, weights_path)
+    else:
+        ckpt.load_into(network, weights.ema if use_ema else weights.model, weights_path)
     network = network.to(device).eval()
     return TrainedModel(network=network, process=build_process(config.process), config=config,
                         class_names=data["class_names"], step=weights.step, checkpoint=weights_path)

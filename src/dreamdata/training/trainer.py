@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dreamdata.atomic import remove_stale_temporaries
 from dreamdata.config import RunConfig, config_json
 from dreamdata.data import BatchStream, ImageData, describe_hflip, load_dataset, resolve_hflip, split_validation
 from dreamdata.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
-from dreamdata.networks import build_network, describe_network
+from dreamdata.networks import describe_network
 from dreamdata.process import build_process
 from dreamdata.sampling.blur_prior import prior_for_run, start_sampler
 from dreamdata.sampling.preview import write_class_grid
@@ -44,10 +43,9 @@ from dreamdata.training import run_dir as rd
 from dreamdata.training.distributed import (DistributedContext, all_reduce_sum, broadcast_flag,
                                             check_replicas_identical, gather_objects, init_distributed,
                                             shutdown_distributed)
-from dreamdata.training.ema import EMA
 from dreamdata.training.interrupt import interrupt_at_step_boundary
-from dreamdata.training.setup import (autocast_context, build_optimizer, capture_rng_state, lr_multiplier,
-                                      resolve_device, restore_rng_state, total_steps_for_budget)
+from dreamdata.training.objectives import build_networks, build_objective
+from dreamdata.training.setup import capture_rng_state, resolve_device, restore_rng_state, total_steps_for_budget
 
 
 @dataclass
@@ -63,9 +61,10 @@ def data_description(train: ImageData, val: ImageData) -> dict:
 
 
 @torch.no_grad()
-def validation_loss(network, process, val: ImageData, batch_size: int, batches: int, device: torch.device,
-                    seed: int, precision: str) -> Optional[float]:
-    """Mean loss on the first ``batches`` held-out batches with fixed noise (comparable across steps)."""
+def validation_loss(objective, network, val: ImageData, batch_size: int, batches: int, device: torch.device,
+                    seed: int) -> Optional[float]:
+    """Mean held-out loss of ``network`` under ``objective`` on the first ``batches`` held-out batches, with
+    fixed noise (comparable across steps)."""
     if len(val) == 0:
         return None
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -75,8 +74,7 @@ def validation_loss(network, process, val: ImageData, batch_size: int, batches: 
     for start in range(0, min(len(val), batch_size * batches), batch_size):
         images = val.images[start:start + batch_size].to(device).float().div(127.5).sub(1.0)
         labels = val.labels[start:start + batch_size].to(device)
-        with autocast_context(precision, device):
-            losses = process.training_losses(network, images, labels, generator=generator)
+        losses = objective.validation_losses(network, images, labels, generator)
         total += float(losses.float().sum())
         count += images.shape[0]
     network.train(was_training)
@@ -115,27 +113,21 @@ class Trainer:
 
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         num_classes = self.train_data.num_classes if config.model.class_conditional else 0
-        self.network = build_network(config.model, self.train_data.channels, self.train_data.image_size,
-                                     num_classes).to(self.device)
+        self.network = build_networks(config, self.train_data.channels, self.train_data.image_size,
+                                      num_classes).to(self.device)
         if tc.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
         self.process = build_process(config.process)
-        self.ema = EMA(self.network, tc.ema_decay, tc.ema_warmup)
-        self.optimizer = build_optimizer(self.network.parameters(), tc)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_multiplier(step, tc.warmup_steps, tc.lr_schedule, self.total_steps))
-        self.trained_network = self.network
-        if tc.compile:
-            self.trained_network = torch.compile(self.network)
-        if self.context.enabled:
-            self.trained_network = DistributedDataParallel(
-                self.trained_network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # the step itself: the process's loss of one denoiser, or a GAN's D and G phases
+        self.objective = build_objective(config, self.network, self.process, self.device, self.context.enabled,
+                                         self.total_steps)
+        self.ema = self.objective.ema
         # per-rank stream for noise, timesteps and label dropout
         torch.manual_seed(tc.seed + 1 + self.context.rank)
 
         self.step = 0
         self.elapsed = 0.0  # training seconds, accumulated across resumes
-        self.window_loss = torch.zeros((), device=self.device)
+        self.window_loss = torch.zeros(len(self.objective.loss_names), device=self.device)
         self.window_steps = 0
         self.window_skipped = 0  # steps of the current metrics window skipped for a non-finite loss/gradient
         self.bad_in_a_row = 0
@@ -234,11 +226,12 @@ class Trainer:
                                    "window_loss": self.window_loss.detach().cpu()}, self.context)
         if not self.context.is_main or self.run_dir is None:
             return
-        state = {"step": self.step, "elapsed": self.elapsed, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "ema_updates": self.ema.num_updates,
+        state = {"step": self.step, "elapsed": self.elapsed, **self.objective.optimizer_state(),
+                 "ema_updates": self.ema.num_updates,
                  "per_rank": per_rank, "window_steps": self.window_steps, "world_size": self.context.world_size,
                  "window_skipped": self.window_skipped, "bad_in_a_row": self.bad_in_a_row}
-        self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, self.network, self.ema.module, state,
+        self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, self.network,
+                                                    self.objective.sampling_network(), state,
                                                     self._metadata(), keep=self.config.train.keep_checkpoints)
         self._record_config()
 
@@ -253,14 +246,13 @@ class Trainer:
         if state.get("world_size", 1) != self.context.world_size:
             raise CheckpointError(f"{weights_path}: saved by {state.get('world_size')} processes, resumed with "
                                   f"{self.context.world_size}; per-rank RNG streams would not continue exactly")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self._apply_optimizer_config()
+        self.objective.load_optimizer_state(state, self.config)
         self.ema.num_updates = state["ema_updates"]
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.saved_step = self.step
         mine = state["per_rank"][self.context.rank]
-        self.window_loss = mine["window_loss"].to(self.device)
+        # a scalar in checkpoints older than the GAN objective (one loss then)
+        self.window_loss = mine["window_loss"].to(self.device).reshape(len(self.objective.loss_names))
         self.window_steps = state["window_steps"]
         self.window_skipped = state.get("window_skipped", 0)
         self.bad_in_a_row = state.get("bad_in_a_row", 0)
@@ -269,18 +261,6 @@ class Trainer:
         if self.context.is_main:
             rd.truncate_metrics(self.run_dir, self.step)
 
-    def _apply_optimizer_config(self) -> None:
-        """The resumed config's LR, betas and weight decay (a saved optimizer state would restore the old
-        ones, so ``--resume RUN train.lr=...`` would be written to config.yaml but not used). Unchanged values
-        give the very numbers LambdaLR computes, so an exact resume stays exact."""
-        tc = self.config.train
-        self.scheduler.base_lrs = [tc.lr for _ in self.optimizer.param_groups]
-        multiplier = lr_multiplier(self.scheduler.last_epoch, tc.warmup_steps, tc.lr_schedule, self.total_steps)
-        for group in self.optimizer.param_groups:
-            group.update(lr=tc.lr * multiplier, initial_lr=tc.lr, betas=(tc.adam_betas[0], tc.adam_betas[1]),
-                         weight_decay=tc.weight_decay)
-        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
     # -- the loop ----------------------------------------------------------------------------------
     def _budget_spent(self) -> bool:
         tc = self.config.train
@@ -288,46 +268,28 @@ class Trainer:
             return self.step >= self.total_steps
         return broadcast_flag(self.elapsed >= tc.minutes * 60.0, self.context, self.device)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """One optimisation step: ``(loss, applied)``. A step whose loss or gradient norm is not finite is
-        not applied (no optimizer or EMA update); all ranks agree on it, and on a pending interrupt."""
-        tc = self.config.train
-        if self.network.num_classes > 0 and tc.p_uncond > 0:
-            drop = torch.rand(labels.shape[0], device=self.device) < tc.p_uncond
-            labels = torch.where(drop, torch.full_like(labels, self.network.null_class), labels)
-        if tc.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast_context(tc.precision, self.device):
-            loss = self.process.training_losses(self.trained_network, images, labels).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), tc.grad_clip)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm(
-                [p.grad for p in self.network.parameters() if p.grad is not None])
-        loss = loss.detach()
-        # one host sync per step (as GradScaler's skip check): [not finite here, Ctrl-C pressed here]
-        flags = torch.stack([~(torch.isfinite(loss) & torch.isfinite(grad_norm)),
-                             torch.tensor(self.interrupt_requested, device=loss.device)]).int()
+    def _agree(self, *values: torch.Tensor) -> bool:
+        """True when every value is finite on every rank. One host sync and one collective (as GradScaler's
+        skip check), which also shares a pending Ctrl-C, so all ranks stop after the same step."""
+        finite = torch.stack([torch.isfinite(value.detach().float()).all() for value in values]).all()
+        flags = torch.stack([~finite, torch.tensor(self.interrupt_requested, device=finite.device)]).int()
         bad, interrupt = (bool(flag) for flag in all_reduce_sum(flags, self.context).tolist())
         self.stop_after_step = self.stop_after_step or interrupt
-        if bad:
-            with warnings.catch_warnings():  # the LR schedule follows the step count, applied or not
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                self.scheduler.step()
-            return loss, False
-        self.optimizer.step()
-        self.scheduler.step()
-        self.ema.update(self.network)
-        return loss, True
+        return not bad
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """One optimisation step of the objective: ``(losses, applied)``. A step whose loss or gradient norm
+        is not finite is not applied (no optimizer or EMA update); all ranks agree on it."""
+        if self.config.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.objective.step(images, labels, self._agree)
 
     def _log(self, window_seconds: float, extra: dict) -> dict:
         loss_sum = all_reduce_sum(self.window_loss, self.context)
-        record = {"step": self.step, "epoch": round(self.step / self.stream.steps_per_epoch, 4),
-                  "loss": (float(loss_sum) / (self.window_steps * self.context.world_size)
-                           if self.window_steps else None),
-                  "lr": self.scheduler.get_last_lr()[0],
+        losses = {name: (float(total) / (self.window_steps * self.context.world_size) if self.window_steps
+                         else None) for name, total in zip(self.objective.loss_names, loss_sum.tolist())}
+        record = {"step": self.step, "epoch": round(self.step / self.stream.steps_per_epoch, 4), **losses,
+                  "lr": self.objective.last_lr(),
                   "img_per_s": round(self.window_steps * self.config.train.batch_size / max(window_seconds, 1e-9), 2),
                   "elapsed_s": round(self.elapsed, 2), **extra}
         if self.window_skipped:
@@ -343,9 +305,9 @@ class Trainer:
         tc = self.config.train
         seed = tc.seed + 12345
         result = {}
-        for key, network in (("val_loss", self.network), ("val_loss_ema", self.ema.module)):
-            value = validation_loss(network, self.process, self.val_data, tc.batch_size, tc.val_batches,
-                                    self.device, seed, tc.precision)
+        for key, network in self.objective.validation_networks().items():
+            value = validation_loss(self.objective, network, self.val_data, tc.batch_size, tc.val_batches,
+                                    self.device, seed)
             if value is not None:
                 result[key] = value
         return result
@@ -354,7 +316,7 @@ class Trainer:
         """Sample-quality metrics of the EMA weights, logged as their own metrics.jsonl line (rank 0 works,
         the other ranks wait)."""
         if self.evaluator is not None:
-            record = {"step": self.step, **self.evaluator(self.ema.module, self.process)}
+            record = {"step": self.step, **self.evaluator(self.objective.sampling_network(), self.process)}
             if self.run_dir is not None:
                 rd.log_metrics(self.run_dir, record)
             shown = ", ".join(f"{key[5:]} {value:.4g}" for key, value in record.items()
@@ -374,7 +336,8 @@ class Trainer:
             raise self._diverged(f"{self.bad_in_a_row} steps in a row had a non-finite loss or gradient "
                                  f"(train.max_bad_steps={tc.max_bad_steps})")
         if self.context.is_main:
-            tqdm.write(f"warning: step {self.step}: non-finite loss ({float(loss):g}) or gradient; step skipped "
+            shown = ", ".join(f"{value:g}" for value in loss.tolist())
+            tqdm.write(f"warning: step {self.step}: non-finite loss ({shown}) or gradient; step skipped "
                        f"({self.bad_in_a_row} in a row, training stops after train.max_bad_steps="
                        f"{tc.max_bad_steps})")
 
@@ -471,7 +434,7 @@ class Trainer:
             prior = prior_for_run(self.process, self.config, self.run_dir, self.train_data.images, save=True)
         if finished and tc.sample_grid and self.context.is_main and self.run_dir is not None:
             start = None if prior is None else start_sampler(prior, self.config.process.blur_start_noise)
-            grid = write_class_grid(self.ema.module, self.process, self.run_dir / "samples" /
+            grid = write_class_grid(self.objective.sampling_network(), self.process, self.run_dir / "samples" /
                                     f"grid-step-{self.step:09d}.png", per_class=tc.sample_per_class,
                                     steps=tc.sample_steps, seed=tc.seed, device=self.device,
                                     progress=tc.progress, start=start)
