@@ -45,7 +45,8 @@ class DataConfig:
 class ProcessConfig:
     """The forward corruption process and its training objective."""
 
-    kind: str = "gaussian"  # gaussian (DDPM) | blur (cold diffusion, Bansal et al. 2022) | gan (adversarial; model.network: dcgan)
+    # gaussian (DDPM) | blur (cold diffusion, Bansal et al. 2022) | gan (adversarial, with model.network: dcgan)
+    kind: str = "gaussian"
     schedule: str = "linear"  # gaussian: linear | cosine | constant
     num_steps: int = 1000  # T
     beta_start: float = 1e-4  # linear: beta_1 (Ho et al. 2020)

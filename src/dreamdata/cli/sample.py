@@ -142,7 +142,8 @@ def _run_sample(args) -> int:
     network, process = model.network, model.process
     refuse_for_gan(process, guidance=args.guidance, eta=args.eta, from_test=args.from_test,
                    forward_strip=args.forward_strip, trajectory=args.trajectory,
-                   spacing=args.spacing != "linspace" and args.spacing, x0_clip=args.x0_clip != "static" and args.x0_clip)
+                   spacing=args.spacing != "linspace" and args.spacing,
+                   x0_clip=args.x0_clip != "static" and args.x0_clip)
     args.sampler, args.steps = sampler_and_steps(process, args.sampler, args.steps, start_noise=args.start_noise)
     if args.from_test is not None:
         return _run_restore(args, model, device)

@@ -23,7 +23,8 @@ from dreamdata.sampling.ddpm import ddpm_sample
 from dreamdata.sampling.dpm_solver import dpm_solver_pp_2m_sample
 from dreamdata.sampling.gan import gan_sample
 
-__all__ = ["COLD_SAMPLERS", "GAN_SAMPLERS", "SAMPLERS", "default_sampler", "get_sampler", "sampler_names", "samplers_for"]
+__all__ = ["COLD_SAMPLERS", "GAN_SAMPLERS", "SAMPLERS", "default_sampler", "get_sampler", "sampler_names",
+           "samplers_for"]
 
 SAMPLERS: dict[str, Callable] = {
     "ddpm": ddpm_sample,  # ancestral, posterior variance beta_tilde (Ho et al. 2020)
@@ -42,7 +43,8 @@ GAN_SAMPLERS: dict[str, Callable] = {
 }
 
 # each family, the process kind it fits (for messages), and its default
-_FAMILIES = ((SAMPLERS, "Gaussian diffusion", "ddpm"), (COLD_SAMPLERS, "blur (cold diffusion)", "cold-improved"),
+_FAMILIES = ((SAMPLERS, "Gaussian diffusion", "ddpm"),
+             (COLD_SAMPLERS, "blur (cold diffusion)", "cold-improved"),
              (GAN_SAMPLERS, "a GAN", "gan"))
 
 
