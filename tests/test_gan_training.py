@@ -198,7 +198,7 @@ def test_gan_evaluation_during_training_logs_metrics(gan_overrides, tiny_extract
 def test_a_sweep_scores_a_gan_arm_like_a_diffusion_arm(gan_overrides, tmp_path, tiny_extractor_file):
     import yaml
 
-    from dreamdata.experiments.runner import run_sweep
+    from dreamdata.experiments.runner import resolve_arms, run_sweep
     from dreamdata.experiments.sweep_config import load_sweep
 
     config = tmp_path / "gan-sweep.yaml"
@@ -209,9 +209,18 @@ def test_a_sweep_scores_a_gan_arm_like_a_diffusion_arm(gan_overrides, tmp_path, 
         "metrics": ["fid", "held_out_loss"],
         "evaluation": {"n": 12, "ref_n": 12, "fid_weights": str(tiny_extractor_file), "mosaic_per_class": 2}}))
     out = tmp_path / "sweep"
-    run_sweep(load_sweep(str(config), []), out)
+    sweep = load_sweep(str(config), [])
+    first, second = (arm.name for arm in resolve_arms(sweep, out))
+    run_sweep(sweep, out, only_arms=[second])  # one piece: the second arm alone (--arm)
     lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(lines) == 2
+    assert [line["arm"] for line in lines] == [second]
+    assert not (out / "arms" / first).exists()
+    finished = next((out / "cells" / second).rglob("result.json"))
+    stamp = finished.stat().st_mtime_ns
+    run_sweep(sweep, out)  # the rest: the first arm is trained and scored, the second's cell is kept
+    assert finished.stat().st_mtime_ns == stamp
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(line["arm"] for line in lines) == sorted([first, second])
     for line in lines:
         assert line["sampling"]["sampler"] == "gan" and line["sampling"]["steps"] == 1
         assert np.isfinite(line["metrics"]["fid"]) and line["metrics"]["held_out_loss"] is not None

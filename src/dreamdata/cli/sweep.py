@@ -24,6 +24,8 @@ def add_sweep(subparsers) -> None:
                         help="list the arms and cells with their network evaluations and estimated CPU minutes")
     parser.add_argument("--shard", metavar="I/N",
                         help="run the I-th of N shares of the cells (0-based); under torchrun the rank decides")
+    parser.add_argument("--arm", action="append", metavar="NAME",
+                        help="train and score only this arm (repeatable): one resumable piece of a long sweep")
     parser.set_defaults(handler=_run_sweep)
 
 
@@ -68,7 +70,7 @@ def _run_sweep(args) -> int:
 
         _print_plan(estimate_sweep(sweep, resolve_arms(sweep, out)))
         return 0
-    summary = run_sweep(sweep, out, shard=shard)
+    summary = run_sweep(sweep, out, shard=shard, only_arms=args.arm)
     print(summary.read_text(), end="")
     print(f"wrote {summary} (and results.jsonl, figures) in {out}")
     return 0

@@ -26,7 +26,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -213,8 +213,12 @@ def assemble_results(out_dir: Path, cells: list[Cell]) -> list[dict[str, Any]]:
 
 
 def run_sweep(sweep: SweepConfig, out_dir: str | Path, shard: tuple[int, int] = (0, 1),
-              log: Callable[[str], None] = print, poll_seconds: float = 10.0) -> Path:
-    """Run (or finish) the sweep into ``out_dir``; returns the path of ``summary.md``."""
+              log: Callable[[str], None] = print, poll_seconds: float = 10.0,
+              only_arms: Optional[list[str]] = None) -> Path:
+    """Run (or finish) the sweep into ``out_dir``; returns the path of ``summary.md``.
+
+    ``only_arms`` (``--arm``) trains and scores just those arms - one resumable piece of a sweep too long
+    for one sitting; the other arms' finished cells stay in ``results.jsonl`` and the figures."""
     from dreamdata.experiments.cell_scoring import CellScorer
     from dreamdata.experiments.figures import draw_figures
     from dreamdata.experiments.summary import write_summary
@@ -228,13 +232,23 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, shard: tuple[int, int] = 
     if sweep.num_threads:
         torch.set_num_threads(int(sweep.num_threads))
     arms = resolve_arms(sweep, out_dir)
+    selected = arms
+    if only_arms:
+        unknown = sorted(set(only_arms) - {arm.name for arm in arms})
+        if unknown:
+            raise ConfigError(f"--arm {unknown[0]}: the sweep has no such arm (arms: "
+                              f"{', '.join(arm.name for arm in arms)})")
+        selected = [arm for arm in arms if arm.name in only_arms]
     with _results_lock(out_dir):
-        check_settings(sweep, arms, out_dir)
-    train_all_arms(arms, shard, log, poll_seconds)
-    cells = plan_cells(sweep, arms)
+        check_settings(sweep, selected, out_dir)
+    train_all_arms(selected, shard, log, poll_seconds)
+    # the other arms take part with what they have: their cells if they were trained in an earlier piece
+    chosen = {arm.name for arm in selected}
+    planned = [arm for arm in arms if arm.name in chosen or arm.external or (arm.run_dir / ARM_DONE).is_file()]
+    cells = plan_cells(sweep, planned)
     scorer = CellScorer(sweep, resolve_device(sweep.device))
     run_dirs = {arm.name: arm.run_dir for arm in arms}
-    mine = cells[index::count]
+    mine = [cell for cell in cells if cell.arm in chosen][index::count]
     todo = [cell for cell in mine if not (out_dir / "cells" / cell.key / RESULT_FILE).is_file()]
     log(f"sweep {sweep.name}: {len(arms)} arms, {len(cells)} cells ({len(mine)} in this shard, "
         f"{len(todo)} to run)")

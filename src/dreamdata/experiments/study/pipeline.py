@@ -77,12 +77,17 @@ def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, 
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.training.pretrained import load_trained
 
+    from dreamdata.sampling.from_run import is_gan
+
     d = config.dream
     model = load_trained(generator_dir, device=device)
+    # a GAN generator (generator.config: gan) dreams in one pass: the diffusion sampler settings do not apply
+    sampler, steps, guidance = (("gan", 1, 0.0) if is_gan(model.process) else
+                                (d.sampler, min(d.steps, model.process.num_steps), d.guidance))
     spec = DreamSpec(checkpoint_sha256=file_sha256(model.checkpoint), checkpoint=str(model.checkpoint),
                      step=model.step, weights="ema", class_names=list(model.class_names),
-                     classes=list(range(len(model.class_names))), per_class=d.per_class[index], sampler=d.sampler,
-                     steps=min(d.steps, model.process.num_steps), spacing="linspace", guidance=d.guidance,
+                     classes=list(range(len(model.class_names))), per_class=d.per_class[index], sampler=sampler,
+                     steps=steps, spacing="linspace", guidance=guidance,
                      seed=d.seed, chunk=d.chunk, channels=int(model.network.in_channels),
                      image_size=int(model.network.image_size), keep_top=d.keep_top,
                      filter_classifier_sha256=file_sha256(filter_path) if filter_path else None)
