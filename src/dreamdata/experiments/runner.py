@@ -49,7 +49,6 @@ from dreamdata.finite_json import dumps as finite_dumps
 __all__ = ["plan_cells", "resolve_arms", "run_sweep", "shard_from_environment"]
 
 ARM_DONE = "sweep-arm-done.json"
-ARM_LOCK = "training.lock"
 SETTINGS_FILE = "sweep.json"
 RESULTS_FILE = "results.jsonl"
 RESULT_FILE = "result.json"
@@ -95,60 +94,13 @@ def check_settings(sweep: SweepConfig, arms: list[Arm], out_dir: Path) -> None:
 # -- training the arms ---------------------------------------------------------------------------------
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def _arm_lock(run_dir: Path) -> Iterator[bool]:
-    """Hold the arm's lock file (yields True), or yield False when a live process holds it. The lock sits
-    beside the run directory, not in it: a new run's directory must be empty."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock = run_dir.parent / f"{run_dir.name}.{ARM_LOCK}"
-    try:
-        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            holder = int(lock.read_text().strip() or 0)
-        except (OSError, ValueError):
-            holder = 0
-        if holder and _process_alive(holder) and holder != os.getpid():
-            yield False
-            return
-        lock.unlink(missing_ok=True)  # a stale lock: its process died
-        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    try:
-        os.write(descriptor, str(os.getpid()).encode())
-        os.close(descriptor)
-        yield True
-    finally:
-        lock.unlink(missing_ok=True)
-
-
 def train_arm(arm: Arm, log: Callable[[str], None]) -> bool:
     """Train (or resume) the arm unless it is finished or another process trains it; True when finished."""
-    from dreamdata.training import checkpoint as ckpt
-    from dreamdata.training.run_dir import discard_unstarted_run
-    from dreamdata.training.trainer import train
+    from dreamdata.experiments.training_stage import train_stage
 
-    if arm.external or (arm.run_dir / ARM_DONE).is_file():
+    if arm.external:
         return True
-    with _arm_lock(arm.run_dir) as held:
-        if not held:
-            return False
-        resume = arm.run_dir if ckpt.latest_checkpoint(arm.run_dir) is not None else None
-        if resume is None and arm.run_dir.is_dir():  # a start that died before its first checkpoint
-            discard_unstarted_run(arm.run_dir)
-        log(f"sweep: training arm {arm.name} ({'resuming' if resume else 'new run'}) in {arm.run_dir}")
-        result = train(arm.config, resume=resume, run_dir=None if resume else arm.run_dir)
-        write_text_atomic(arm.run_dir / ARM_DONE, json.dumps({"step": result.step}) + "\n")
-    return True
+    return train_stage(arm.config, arm.run_dir, ARM_DONE, log, f"sweep: training arm {arm.name}")
 
 
 def train_all_arms(arms: list[Arm], shard: tuple[int, int], log: Callable[[str], None],

@@ -29,7 +29,7 @@ import torch
 from dreamdata.atomic import write_text_atomic
 from dreamdata.config import DataConfig, RunConfig, build_dataclass, load_config, load_yaml
 from dreamdata.data import describe_hflip, load_dataset, resolve_hflip
-from dreamdata.errors import ConfigError
+from dreamdata.errors import ConfigError, DreamdataError
 from dreamdata.experiments.study.config import StudyConfig, k_label
 
 GENERATOR_DONE = "study-stage-complete.json"
@@ -52,23 +52,15 @@ def generator_run_config(config: StudyConfig, index: int) -> RunConfig:
 
 
 def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callable[[str], None]) -> None:
-    from dreamdata.training import checkpoint as ckpt
-    from dreamdata.training import run_dir as rd
-    from dreamdata.training.trainer import train
+    from dreamdata.experiments.training_stage import train_stage
 
-    if (run_dir / GENERATOR_DONE).is_file():
-        return
     k = config.real.per_class[index]
     unit, amount = config.generator.budget(index)
-    run_config = generator_run_config(config, index)
-    resume = run_dir if (run_dir / "config.yaml").is_file() and ckpt.latest_checkpoint(run_dir) else None
-    log(f"study K={k_label(k)}: training the generative model for {amount:g} "
-        f"{'min' if unit == 'minutes' else 'steps'} "
-        f"({'resuming' if resume else 'new run'}) in {run_dir}")
-    if resume is None and run_dir.is_dir():  # a start that died before its first checkpoint: begin again
-        rd.discard_unstarted_run(run_dir)
-    result = train(run_config, resume=resume, run_dir=None if resume else run_dir)
-    write_text_atomic(run_dir / GENERATOR_DONE, json.dumps({"step": result.step}) + "\n")
+    description = (f"study K={k_label(k)}: training the generative model for {amount:g} "
+                   f"{'min' if unit == 'minutes' else 'steps'}")
+    if not train_stage(generator_run_config(config, index), run_dir, GENERATOR_DONE, log, description):
+        raise DreamdataError(f"{run_dir}: another process is training this generator (its lock "
+                          f"{run_dir.name}.training.lock is held); wait for it, or stop it")
 
 
 def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, device: torch.device,
