@@ -280,7 +280,7 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
         load_study_config(str(config), ["generator.steps=[1, 2]"])
 
 
-@pytest.mark.parametrize("name", ["study-fmnist.yaml", "study-cifar10.yaml"])
+@pytest.mark.parametrize("name", ["study-fmnist.yaml", "study-cifar10.yaml", "study-fmnist-gan.yaml"])
 def test_shipped_study_configs_resolve(name):
     """The study configs in configs/ pass validation (one budget per K), and each K's generator run config -
     the preset plus the study's overrides - resolves, so `dreamdata study` does not fail hours in."""

@@ -345,3 +345,24 @@ def test_dry_run_counts_network_evaluations_by_hand(base_file, tiny_extractor_fi
     assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     assert "total: 2 arms, 8 cells, 216 network evaluations" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "experiments")
+                                         .glob("*.yaml")), ids=lambda path: path.name)
+def test_shipped_sweep_configs_resolve(path, tmp_path):
+    """Every shipped sweep file (skipping a base run config such as constant-schedules-base.yaml) builds
+    its arms' run configs and each cell's sampling settings, so `dreamdata sweep` does not fail hours in."""
+    from dreamdata.experiments.cells import resolve_sampling
+    from dreamdata.process import build_process
+
+    if path.name.endswith("-base.yaml"):
+        pytest.skip("a base run config, not a sweep")
+    sweep = load_sweep(str(path), [])
+    arms = resolve_arms(sweep, tmp_path / "out")
+    assert arms and len({arm.name for arm in arms}) == len(arms)
+    for arm in arms:
+        process = build_process(arm.config.process)
+        for settings in sweep.cells:
+            sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process,
+                                        conditional=arm.config.model.class_conditional)
+            assert 1 <= sampling["steps"] <= process.num_steps
