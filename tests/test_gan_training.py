@@ -243,3 +243,10 @@ def test_gan_ddp_two_cpu_processes_train_and_resume_exactly(gan_overrides, tmp_p
     _torchrun(["gan", *common, "train.steps=6", f"--run-dir={tmp_path / 'parts'}"])
     _torchrun(["--resume", str(tmp_path / "parts"), "train.steps=12"])
     assert _losses(tmp_path / "parts") == _losses(tmp_path / "whole")
+
+
+def test_an_image_size_dcgan_has_no_layout_for_is_one_line_and_leaves_nothing(gan_overrides, tmp_path, capsys):
+    assert main(["train", "gan", *gan_overrides, "data.image_size=16"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "data.image_size" in error[0] and "28, 32, 64" in error[0], error
+    assert not (tmp_path / "runs").exists()

@@ -279,11 +279,18 @@ def build_networks(config: RunConfig, channels: int, image_size: int, num_classe
         return build_network(config.model, channels, image_size, num_classes)
     from dreamdata.gan.networks import DCGANDiscriminator, DCGANGenerator
 
+    from dreamdata.errors import ConfigError
+
     m = config.model
     classes = num_classes if m.class_conditional else 0
-    return GAN(DCGANGenerator(channels, image_size, classes, latent_dim=m.latent_dim, width=m.base_channels),
-               DCGANDiscriminator(channels, image_size, classes, width=m.base_channels,
-                                  spectral_norm=m.spectral_norm))
+    try:
+        return GAN(DCGANGenerator(channels, image_size, classes, latent_dim=m.latent_dim, width=m.base_channels),
+                   DCGANDiscriminator(channels, image_size, classes, width=m.base_channels,
+                                      spectral_norm=m.spectral_norm))
+    except ValueError as error:  # e.g. an image size DCGAN has no layout for: set data.image_size / pad_to
+        raise ConfigError(f"config key model.network=dcgan with {image_size}-px, {channels}-channel data "
+                          f"(data.image_size / data.pad_to) and model.base_channels={m.base_channels}: "
+                          f"{error}") from None
 
 
 def build_objective(config: RunConfig, network: nn.Module, process, device: torch.device, distributed: bool,
