@@ -11,10 +11,12 @@ channels, the prediction and then the interpolation ``v`` of the reverse varianc
 The variational bound (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021, eq. 4-7), per image and in bits per
 dimension:
 
-    L_vlb = L_0 + L_1 + ... + L_{T-1} + L_T
-    L_T     = KL(q(x_T | x_0) || N(0, I))                               (:meth:`GaussianDiffusion.prior_kl`)
-    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))       (:meth:`GaussianDiffusion.vlb_term`)
-    L_0     = -log p_theta(x_0 | x_1), a discretized Gaussian decoder    (:meth:`GaussianDiffusion.vlb_term`)
+    L_vlb = L_0 + L_1 + ... + L_{T-1} + L_T                        (iDDPM eq. 4)
+    L_0     = -log p_theta(x_0 | x_1), a discretized decoder         (iDDPM eq. 5; Ho et al. eq. 13)
+    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))    (iDDPM eq. 6)
+    L_T     = KL(q(x_T | x_0) || N(0, I))                            (iDDPM eq. 7)
+
+(:meth:`GaussianDiffusion.prior_kl` is ``L_T``, :meth:`GaussianDiffusion.vlb_term` the others.)
 
 In index terms (see :mod:`dreamdata.process.base`) the term at index ``t >= 1`` is the paper's ``L_t`` and
 the one at index 0 the decoder ``L_0``. Training losses (``loss``): ``simple`` (L_simple, Ho et al. eq. 14,
@@ -275,7 +277,8 @@ class GaussianDiffusion:
                                           log_beta_tilde)  # Nichol & Dhariwal 2021, eq. 15
 
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
-        """``L_T = KL(q(x_T | x_0) || N(0, I))`` per image ``[B]``, in bits/dim (Ho et al. 2020, eq. 5).
+        """``L_T = KL(q(x_T | x_0) || N(0, I))`` per image ``[B]``, in bits/dim (Ho et al. 2020, eq. 5;
+        Nichol & Dhariwal 2021, eq. 7).
 
         Has no parameters; small when ``alpha_bar_T`` is ~0, and the part of the bound a schedule that
         ends short of pure noise pays for it.
@@ -293,7 +296,7 @@ class GaussianDiffusion:
         * ``t >= 1``: ``L_t = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))``, a KL between Gaussians
           (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021, eq. 6);
         * ``t = 0``: ``L_0 = -log p_theta(x_0 | x_1)``, the discretized Gaussian decoder over 256 bins (Ho et
-          al. 2020, eq. 13; Nichol & Dhariwal 2021, eq. 7), or with ``discretized=False`` the continuous
+          al. 2020, eq. 13; Nichol & Dhariwal 2021, eq. 5), or with ``discretized=False`` the continuous
           Gaussian density (for continuous data, e.g. analytic checks).
 
         The model's mean is the posterior mean at ``x0_hat`` (Ho et al. 2020, eq. 7), which is how every
@@ -303,7 +306,7 @@ class GaussianDiffusion:
         model_mean, _, _ = self.q_posterior(x0_hat, x_t, t)  # Ho et al. 2020, eq. 7 at x0_hat
         kl = _bits_per_dim(normal_kl(true_mean, true_log_variance, model_mean, log_variance))  # eq. 6
         likelihood = discretized_gaussian_log_likelihood if discretized else gaussian_log_likelihood
-        decoder_nll = _bits_per_dim(-likelihood(x0, model_mean, 0.5 * log_variance))  # iDDPM eq. 7
+        decoder_nll = _bits_per_dim(-likelihood(x0, model_mean, 0.5 * log_variance))  # iDDPM eq. 5
         return torch.where(torch.as_tensor(t, device=x0.device) == 0, decoder_nll, kl)
 
     # -- training ---------------------------------------------------------------------------------
