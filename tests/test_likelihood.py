@@ -461,3 +461,21 @@ def test_evaluate_nll_scores_fixed_variance_runs_and_refuses_what_it_cannot(tiny
     assert main(["evaluate", str(blur), "--nll"]) == 2
     err = capsys.readouterr().err.strip()
     assert "process.kind=blur" in err and len(err.splitlines()) == 1
+
+
+def test_class_mixture_carries_the_variance_channels():
+    from dreamdata.sampling.interpolate import ClassMixture
+
+    class Labelled(torch.nn.Module):  # prediction = label, variance channels = -label
+        in_channels, image_size, null_class = 1, 2, 3
+
+        def forward(self, x, t, y):
+            value = y.double().view(-1, 1, 1, 1).expand_as(x)
+            return torch.cat([value, -value], dim=1)
+
+    mixture = ClassMixture(Labelled(), 0, 2, torch.tensor([0.25, 0.5]))
+    x = torch.zeros(3, 1, 2, 2, dtype=torch.float64)
+    out = mixture(x, torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, -1]))
+    assert out.shape == (3, 2, 2, 2)
+    torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64))
+    torch.testing.assert_close(out[:, 1, 0, 0], torch.tensor([-0.5, -1.0, -3.0], dtype=torch.float64))
