@@ -75,7 +75,7 @@ def run_nll(args) -> int:
     print(f"test images: {reference.source}")
     labels = _run_labels(model, reference)
     result = nll_bits_per_dim(model.network, model.process, reference.images, labels, nll_steps=args.nll_steps,
-                              seed=args.seed, batch_size=args.batch, device=device)
+                              seed=args.seed, batch_size=args.batch, device=device, progress=sys.stderr.isatty())
     if result["estimate"]:
         print(f"dreamdata evaluate: note: {result['note']}: an estimate of the bound", file=sys.stderr)
     result.update({"command": "evaluate --nll", "target": str(target), "checkpoint": str(model.checkpoint),

@@ -92,13 +92,17 @@ def _mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
 @torch.no_grad()
 def nll_bits_per_dim(network, process, images: torch.Tensor, labels: Optional[torch.Tensor] = None,
                      nll_steps: Optional[int] = None, seed: int = 0, batch_size: int = 256,
-                     device: Optional[torch.device | str] = None, x0_clip: str = "static") -> dict:
+                     device: Optional[torch.device | str] = None, x0_clip: str = "static",
+                     progress: bool = False) -> dict:
     """The bound in bits/dim of uint8 ``images`` ``[N, C, H, W]`` (the mean over images and its standard error),
     with ``L_T``, ``sum L_t`` and ``L_0`` apart and the mean of every evaluated ``L_t`` (for a plot).
 
     ``labels`` (long ``[N]``) condition a class-conditional network (``-log p(x | y)``); ``None`` uses the
-    unconditional (null-class) model. Image ``k``'s noise comes from ``(seed, k)``. Returns a JSON-ready dict.
+    unconditional (null-class) model. Image ``k``'s noise comes from ``(seed, k)``. ``progress`` shows a bar
+    over the batches. Returns a JSON-ready dict.
     """
+    from tqdm.auto import tqdm
+
     device = torch.device(device) if device is not None else next(network.parameters()).device
     timesteps = nll_timesteps(process.num_steps, nll_steps)
     kl_count = process.num_steps - 1
@@ -107,7 +111,8 @@ def nll_bits_per_dim(network, process, images: torch.Tensor, labels: Optional[to
     network.eval()
     parts: list[VLBTerms] = []
     try:
-        for begin in range(0, images.shape[0], batch_size):
+        starts = range(0, images.shape[0], batch_size)
+        for begin in tqdm(starts, desc="nll", unit="batch", disable=not progress, leave=False):
             index = torch.arange(begin, min(begin + batch_size, images.shape[0]))
             x0 = images[index].to(device).float() / 127.5 - 1.0
             y = None if labels is None else labels[index].to(device)

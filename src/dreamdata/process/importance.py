@@ -49,6 +49,8 @@ class LossSecondMomentSampler:
         if not self.warmed_up():
             return torch.full((self.num_steps,), 1.0 / self.num_steps, dtype=torch.float64)
         weights = self.history.pow(2).mean(dim=1).sqrt()  # Nichol & Dhariwal 2021, eq. 18 (sqrt(E[L_t^2]))
+        if not float(weights.sum()) > 0:  # every recorded L_t is 0: nothing to prefer
+            return torch.full((self.num_steps,), 1.0 / self.num_steps, dtype=torch.float64)
         weights = weights / weights.sum()
         return weights * (1.0 - self.uniform_probability) + self.uniform_probability / self.num_steps
 

@@ -42,7 +42,8 @@ def guided_output(network: Network, x: torch.Tensor, t: torch.Tensor, class_labe
 
     ``guided_channels`` (default: all): only the first that many output channels (the prediction) are
     guided; the rest - a learned variance's channels - are the conditional output's, as in GLIDE (Nichol et
-    al. 2022), since extrapolating a variance has no meaning.
+    al. 2022): guidance moves the mean, and extrapolating the interpolation ``v`` would push the variance
+    outside ``[beta_tilde, beta]``.
     """
     if guidance_scale == 0:
         return network(x, t, class_labels)
