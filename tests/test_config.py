@@ -3,7 +3,7 @@
 import pytest
 
 from dreamdata.cli import main
-from dreamdata.config import RunConfig, load_config, merge_overrides, preset_names
+from dreamdata.config import RunConfig, config_from_dict, load_config, merge_overrides, preset_names
 from dreamdata.errors import ConfigError
 
 
@@ -72,3 +72,31 @@ def test_cli_error_is_one_line_naming_the_key(capsys):
     assert main(["train", "tiny", "train.bogus=1"]) == 2
     err = capsys.readouterr().err
     assert "unknown config key train.bogus" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["process.variance=learned"], "process.variance: 'learned' is not one of fixed_small, fixed_large, learned_range"),
+    (["process.loss=kl"], "process.loss: 'kl' is not one of simple, vlb, hybrid"),
+    (["process.variance=learned_range"], "process.loss: simple does not train a learned_range variance"),
+    (["process.loss=hybrid"], "process.loss: hybrid adds L_vlb to train the variance"),
+    (["process.importance_sampling=true"], "process.importance_sampling: true needs process.loss=vlb"),
+    (["process.loss=vlb", "process.loss_weighting=min_snr"], "process.loss_weighting: min_snr weights L_simple"),
+    (["process.variance=learned_range", "process.loss=hybrid", "process.vlb_weight=0"], "process.vlb_weight"),
+    (["process.kind=blur", "process.variance=fixed_large"], "process.variance: fixed_large applies to "
+                                                            "process.kind=gaussian only"),
+])
+def test_variance_and_loss_keys_are_checked_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config("tiny", overrides)
+    assert "\n" not in str(caught.value)
+
+
+def test_configs_without_the_variance_keys_load_with_todays_behaviour():
+    tree = load_config("tiny").to_dict()
+    for key in ("variance", "loss", "vlb_weight", "importance_sampling"):
+        del tree["process"][key]
+    config = config_from_dict(tree)  # a run directory written before the keys existed
+    p = config.process
+    assert (p.variance, p.loss, p.vlb_weight, p.importance_sampling) == ("fixed_small", "simple", 0.001, False)
+    learned = load_config("tiny", ["process.variance=learned_range", "process.loss=hybrid"]).process
+    assert (learned.variance, learned.loss) == ("learned_range", "hybrid")

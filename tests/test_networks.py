@@ -319,3 +319,17 @@ def test_convnext_unet_shape_init_and_gradients():
     with pytest.raises(ValueError, match="scale_shift"):
         UNet(1, 8, 0, base_channels=8, channel_mults=(1,), num_res_blocks=1, attention_resolutions=(),
              scale_shift=True, block=ConvNextBlock)
+
+
+@pytest.mark.parametrize("network", ["unet", "convnext_unet", "small_cnn"])
+def test_learned_variance_runs_build_networks_with_twice_the_channels(network):
+    from dreamdata.config import load_config
+    from dreamdata.training.objectives import build_networks
+
+    fixed = load_config("tiny", [f"model.network={network}"])
+    learned = load_config("tiny", [f"model.network={network}", "process.variance=learned_range",
+                                   "process.loss=hybrid"])
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0, 7])
+    for config, channels in ((fixed, 3), (learned, 6)):
+        model = build_networks(config, 3, 8, 4)
+        assert model.out_channels == channels and model(x, t, None).shape == (2, channels, 8, 8)

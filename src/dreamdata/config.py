@@ -54,8 +54,14 @@ class ProcessConfig:
     constant_beta: float = 0.02  # constant: beta_t for every t
     cosine_s: float = 0.008  # cosine: offset s (Nichol & Dhariwal 2021, eq. 17)
     prediction: str = "epsilon"  # epsilon | x0 | v
-    loss_weighting: str = "simple"  # simple (Ho et al. L_simple) | min_snr (Hang et al. 2023)
+    loss_weighting: str = "simple"  # of L_simple's MSE: simple (unweighted, Ho et al.) | min_snr (Hang et al. 2023)
     min_snr_gamma: float = 5.0
+    # reverse variance: fixed_small (beta_tilde) | fixed_large (beta) | learned_range (Nichol & Dhariwal 2021,
+    # eq. 15: the network outputs 2C channels, Sigma = exp(v log beta + (1 - v) log beta_tilde))
+    variance: str = "fixed_small"
+    loss: str = "simple"  # simple (L_simple) | vlb (the bound) | hybrid (L_simple + vlb_weight * L_vlb, mean frozen)
+    vlb_weight: float = 0.001  # lambda of the hybrid loss (Nichol & Dhariwal 2021, eq. 16)
+    importance_sampling: bool = False  # loss=vlb: t ~ sqrt(E[L_t^2]) (Nichol & Dhariwal 2021, sec. 3.3)
     # blur (cold diffusion): z_t = G_t * z_{t-1}, G_t a Gaussian kernel of variance beta_t, reflect padding
     blur_schedule: str = "constant"  # constant | linear | exponential (per-step kernel variance beta_t)
     blur_beta: float = 1.0  # constant: beta_t in pixels^2 (the cold-diffusion report: 1, with T = 100)
@@ -372,6 +378,7 @@ def validate(config: RunConfig) -> None:
     _choice("process.schedule", p.schedule, ("linear", "cosine", "constant"))
     _choice("process.prediction", p.prediction, ("epsilon", "x0", "v"))
     _choice("process.loss_weighting", p.loss_weighting, ("simple", "min_snr"))
+    _validate_variance_and_loss(p)
     _choice("model.network", m.network, ("unet", "convnext_unet", "small_cnn", "dcgan"))
     if (p.kind == "gan") != (m.network == "dcgan"):
         raise ConfigError(f"config keys process.kind={p.kind} and model.network={m.network}: a GAN is "
@@ -451,6 +458,31 @@ def _validate_numbers(config: RunConfig) -> None:
     _expect(t.grad_clip >= 0.0, "train.grad_clip", t.grad_clip, "a gradient norm >= 0 (0 disables clipping)")
     _expect(t.num_threads is None or t.num_threads >= 1, "train.num_threads", t.num_threads,
             "a positive integer or null")
+
+
+def _validate_variance_and_loss(p: ProcessConfig) -> None:
+    """The reverse-variance and loss keys: each combination that would train nothing, or nothing it says, is refused."""
+    _choice("process.variance", p.variance, ("fixed_small", "fixed_large", "learned_range"))
+    _choice("process.loss", p.loss, ("simple", "vlb", "hybrid"))
+    _expect(p.vlb_weight > 0.0, "process.vlb_weight", p.vlb_weight, "a weight lambda > 0")
+    if p.kind != "gaussian":
+        for key, value, default in (("variance", p.variance, "fixed_small"), ("loss", p.loss, "simple"),
+                                    ("importance_sampling", p.importance_sampling, False)):
+            if value != default:
+                raise ConfigError(f"config key process.{key}: {value} applies to process.kind=gaussian only, "
+                                  f"not {p.kind}")
+    if p.variance == "learned_range" and p.loss == "simple":
+        raise ConfigError("config key process.loss: simple does not train a learned_range variance (L_simple "
+                          "ignores it); use process.loss=hybrid or vlb")
+    if p.loss == "hybrid" and p.variance != "learned_range":
+        raise ConfigError(f"config key process.loss: hybrid adds L_vlb to train the variance, with the mean frozen, "
+                          f"so it needs process.variance=learned_range, not {p.variance}")
+    if p.importance_sampling and p.loss != "vlb":
+        raise ConfigError(f"config key process.importance_sampling: true needs process.loss=vlb (the paper's "
+                          f"resampling of t for the bound), not {p.loss}")
+    if p.loss == "vlb" and p.loss_weighting != "simple":
+        raise ConfigError(f"config key process.loss_weighting: {p.loss_weighting} weights L_simple's MSE, which "
+                          "process.loss=vlb does not have; use loss_weighting=simple or loss=hybrid")
 
 
 def _validate_evaluation(e: EvaluationConfig) -> None:

@@ -1,4 +1,5 @@
-"""`dreamdata evaluate`: FID, KID, IS, precision/recall (and per-class FID) of a run or a set of samples."""
+"""`dreamdata evaluate`: FID, KID, IS, precision/recall (and per-class FID) of a run or a set of samples; or,
+with ``--nll``, a Gaussian run's variational bound in bits/dim on its test split."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dreamdata.cli.arguments import guidance_scale, non_negative_float
 from dreamdata.errors import DreamdataError
 
 DEFAULT_N = 10_000
+DEFAULT_NLL_N = 1_000
 
 
 def add_evaluate(subparsers) -> None:
@@ -28,8 +30,9 @@ def add_evaluate(subparsers) -> None:
     parser.add_argument("--ref-set", action="append", default=[], metavar="KEY=VALUE",
                         help="data option of the reference, e.g. pad_to=32 or channels=3 (repeatable; a run's "
                              "own data options are the default)")
-    parser.add_argument("--n", type=int, default=DEFAULT_N,
-                        help=f"samples to evaluate (default {DEFAULT_N:,}; a samples set is subsampled to N)")
+    parser.add_argument("--n", type=int, default=None,
+                        help=f"samples to evaluate (default {DEFAULT_N:,}; a samples set is subsampled to N); with "
+                             f"--nll, test images (default {DEFAULT_NLL_N:,})")
     parser.add_argument("--ref-n", type=int, help="reference images (default: N, capped at the split's size)")
     parser.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated: fid, kid, is, pr")
     parser.add_argument("--no-per-class", action="store_true", help="skip the per-class FID")
@@ -48,6 +51,13 @@ def add_evaluate(subparsers) -> None:
                         help="also noise test images to t and denoise back: RMSE/SSIM/PSNR and eps-MSE per t bucket")
     parser.add_argument("--clip-model", help="also CLIP score per class with this open_clip/transformers model")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    parser.add_argument("--nll", action="store_true",
+                        help="instead of sample metrics: the variational bound (negative log-likelihood) in bits/dim "
+                             "on the test split, with L_T, sum L_t and L_0 apart; writes nll.json and nll.png "
+                             "(Gaussian runs, any variance)")
+    parser.add_argument("--nll-steps", type=int, metavar="K",
+                        help="with --nll: evaluate the T-1 KL terms at K evenly spaced t and scale their sum by "
+                             "(T-1)/K - an estimate, not the bound (default: all T-1)")
     parser.add_argument("--out", help="metrics.json path (default RUN/eval/<settings>/metrics.json or next to "
                                       "the samples)")
     parser.set_defaults(handler=_run_evaluate)
@@ -131,7 +141,15 @@ def _run_evaluate(args) -> int:
     from dreamdata.sampling.generate import model_source
     from dreamdata.training.setup import resolve_device
 
-    check_positive(n=args.n, ref_n=args.ref_n, steps=args.steps, batch=args.batch)
+    if args.n is None:
+        args.n = DEFAULT_NLL_N if args.nll else DEFAULT_N
+    check_positive(n=args.n, ref_n=args.ref_n, steps=args.steps, batch=args.batch, nll_steps=args.nll_steps)
+    if args.nll:
+        from dreamdata.cli.evaluate_nll import run_nll
+
+        return run_nll(args)
+    if args.nll_steps is not None:
+        raise DreamdataError("--nll-steps applies with --nll only")
     metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
     bad = [name for name in metrics if name not in ("fid", "kid", "is", "pr")]
     if bad or not metrics:

@@ -1,4 +1,5 @@
-"""Denoising networks ``network(x_t, t, class_labels=None) -> prediction`` shaped like ``x_t``.
+"""Denoising networks ``network(x_t, t, class_labels=None) -> prediction`` shaped like ``x_t`` (with
+``out_channels`` channels: ``2 C`` when the network also outputs a learned variance).
 
 * :class:`~dreamdata.networks.unet.UNet` - the DDPM / ADM U-Net (the default).
 * the same U-Net with ConvNeXt blocks (:class:`~dreamdata.networks.convnext.ConvNextBlock`,
@@ -13,6 +14,8 @@ network is unconditional and ignores labels.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import nn
 
 from dreamdata.config import ModelConfig
@@ -26,8 +29,10 @@ __all__ = ["build_network", "count_parameters", "describe_network", "UNet", "Sma
            "ClassEmbedding", "SinusoidalEmbedding", "timestep_embedding", "NetworkConfigError"]
 
 
-def build_network(config: ModelConfig, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
-    """Build the network named by ``config.network`` for images ``[in_channels, image_size, image_size]``.
+def build_network(config: ModelConfig, in_channels: int, image_size: int, num_classes: int,
+                  out_channels: Optional[int] = None) -> nn.Module:
+    """Build the network named by ``config.network`` for images ``[in_channels, image_size, image_size]``,
+    with ``out_channels`` output channels (default ``in_channels``).
 
     ``num_classes`` is the dataset's class count; it is forced to 0 (unconditional) when
     ``config.class_conditional`` is False. Raises :class:`NetworkConfigError` (a ConfigError and a
@@ -39,9 +44,9 @@ def build_network(config: ModelConfig, in_channels: int, image_size: int, num_cl
                     channel_mults=tuple(config.channel_mults), num_res_blocks=config.num_res_blocks,
                     attention_resolutions=tuple(config.attention_resolutions),
                     attention_head_channels=config.attention_head_channels, dropout=config.dropout,
-                    block=ConvNextBlock if config.network == "convnext_unet" else None)
+                    block=ConvNextBlock if config.network == "convnext_unet" else None, out_channels=out_channels)
     if config.network == "small_cnn":
-        return SmallCNN(in_channels, image_size, classes)
+        return SmallCNN(in_channels, image_size, classes, out_channels=out_channels)
     raise ConfigError(f"config key model.network: {config.network!r} is not one of unet, convnext_unet, small_cnn")
 
 

@@ -30,24 +30,27 @@ class SmallCNN(nn.Module):
     """Five-layer CNN denoiser ``(x_t, t, class_labels) -> prediction`` (see the module docstring).
 
     ``num_classes == 0`` gives the unconditional network (labels ignored). ``image_size`` is recorded
-    for the callers (the network is fully convolutional and works at any size).
+    for the callers (the network is fully convolutional and works at any size). ``out_channels`` defaults
+    to ``in_channels`` (``2 * in_channels`` for a learned variance).
     """
 
     channels = (16, 32, 32, 16)  # hidden widths of the first four convs
     kernel_sizes = (7, 7, 7, 7, 3)
     hidden = 128  # width of the two hidden layers of the time MLP
 
-    def __init__(self, in_channels: int, image_size: int, num_classes: int, time_features: int = 32):
+    def __init__(self, in_channels: int, image_size: int, num_classes: int, time_features: int = 32,
+                 out_channels: Optional[int] = None):
         super().__init__()
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.in_channels = in_channels
+        self.out_channels = in_channels if out_channels is None else int(out_channels)
         self.image_size = image_size
         self.num_classes = num_classes
         self.null_class = num_classes
         self.time_features = time_features
 
-        widths = (in_channels, *self.channels, in_channels)
+        widths = (in_channels, *self.channels, self.out_channels)
         self.convs = nn.ModuleList(
             nn.Conv2d(cin, cout, k, padding=k // 2)
             for cin, cout, k in zip(widths[:-1], widths[1:], self.kernel_sizes))

@@ -1,4 +1,5 @@
-"""The DDPM / ADM U-Net denoiser ``(x_t, t, class_labels) -> prediction`` (same shape as ``x_t``).
+"""The DDPM / ADM U-Net denoiser ``(x_t, t, class_labels) -> prediction`` (shaped like ``x_t``, or with
+``out_channels`` channels, e.g. ``2 C`` for a learned variance).
 
 Architecture after Ho et al. 2020 ("Denoising Diffusion Probabilistic Models", appendix B, itself a
 PixelCNN++ / Wide-ResNet U-Net) with the refinements of Nichol & Dhariwal 2021 ("Improved DDPM") and
@@ -188,7 +189,9 @@ class UNet(nn.Module):
     ``forward(x_t, t, class_labels=None)``: ``x_t`` ``[B, in_channels, image_size, image_size]``, ``t``
     ``[B]`` timestep indices (long or float), ``class_labels`` int64 ``[B]`` in ``0 .. num_classes``
     (``num_classes`` = the learned null class) or ``None`` (all null). With ``num_classes == 0`` the
-    network is unconditional and labels are ignored. Returns a tensor shaped like ``x_t``.
+    network is unconditional and labels are ignored. Returns a tensor shaped like ``x_t``, with
+    ``out_channels`` channels (default ``in_channels``; ``2 * in_channels`` for a learned variance,
+    Nichol & Dhariwal 2021, sec. 3.1).
 
     ``image_size`` must be divisible by ``2 ** (len(channel_mults) - 1)`` (one halving between levels).
     ``block`` is the residual block class (default :class:`ResBlock`; e.g.
@@ -199,7 +202,7 @@ class UNet(nn.Module):
                  channel_mults: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (8,), attention_head_channels: int = 32,
                  dropout: float = 0.1, scale_shift: bool = False, mid_attention: bool = True,
-                 block: Optional[type] = None):
+                 block: Optional[type] = None, out_channels: Optional[int] = None):
         super().__init__()
         channel_mults = tuple(int(m) for m in channel_mults)
         if not channel_mults or min(channel_mults) < 1:
@@ -221,6 +224,7 @@ class UNet(nn.Module):
             raise NetworkConfigError(f"dropout must be in [0, 1), got {dropout}")
 
         self.in_channels = in_channels
+        self.out_channels = in_channels if out_channels is None else int(out_channels)
         self.image_size = image_size
         self.num_classes = num_classes
         self.null_class = num_classes
@@ -278,7 +282,7 @@ class UNet(nn.Module):
         assert not skip_channels and resolution == image_size
 
         self.norm_out = group_norm(channels)
-        self.conv_out = zero_init(nn.Conv2d(channels, in_channels, 3, padding=1))
+        self.conv_out = zero_init(nn.Conv2d(channels, self.out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor,
                 class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -1,9 +1,28 @@
-"""Gaussian diffusion (DDPM): the forward process ``q(x_t | x_0)``, its posterior, and the training loss.
+"""Gaussian diffusion (DDPM): the forward process ``q(x_t | x_0)``, its posterior, the reverse step's
+variance, the terms of the variational bound, and the training losses.
 
 Implements the :class:`dreamdata.process.base.Process` protocol. The network may be trained to predict the
 noise ``epsilon`` (Ho et al. 2020), the clean image ``x0``, or the velocity ``v`` (Salimans & Ho 2022);
 :meth:`GaussianDiffusion.predict_x0_and_eps` turns any of them back into ``(x0_hat, eps_hat)`` so samplers
-never need to know which one was used.
+never need to know which one was used. With ``variance="learned_range"`` the network outputs ``2 C``
+channels, the prediction and then the interpolation ``v`` of the reverse variance
+(:mod:`dreamdata.process.variance`); :meth:`GaussianDiffusion.split_output` separates them.
+
+The variational bound (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021, eq. 4-7), per image and in bits per
+dimension:
+
+    L_vlb = L_0 + L_1 + ... + L_{T-1} + L_T                        (iDDPM eq. 4)
+    L_0     = -log p_theta(x_0 | x_1), a discretized decoder         (iDDPM eq. 5; Ho et al. eq. 13)
+    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))    (iDDPM eq. 6)
+    L_T     = KL(q(x_T | x_0) || N(0, I))                            (iDDPM eq. 7)
+
+(:meth:`GaussianDiffusion.prior_kl` is ``L_T``, :meth:`GaussianDiffusion.vlb_term` the others.)
+
+In index terms (see :mod:`dreamdata.process.base`) the term at index ``t >= 1`` is the paper's ``L_t`` and
+the one at index 0 the decoder ``L_0``. Training losses (``loss``): ``simple`` (L_simple, Ho et al. eq. 14,
+weighted by ``loss_weighting``), ``vlb`` (``T L_t`` at a uniform or importance-sampled ``t``: an unbiased
+estimate of ``L_vlb - L_T``) and ``hybrid`` (``L_simple + lambda L_vlb`` with the mean frozen inside
+``L_vlb``, Nichol & Dhariwal 2021, eq. 16 and sec. 3.1).
 
 Devices and precision: the schedule is kept once in float64 on the CPU (:attr:`GaussianDiffusion.schedule`).
 Whenever a method needs per-timestep values next to an image ``x`` it takes them from a small cache of copies
@@ -15,12 +34,15 @@ promotion returns float32.
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import NamedTuple, Optional
 
 import torch
 
 from dreamdata.config import ProcessConfig
 from dreamdata.process.base import Network
+from dreamdata.process.importance import LossSecondMomentSampler
+from dreamdata.process.likelihood import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
 from dreamdata.process.rng import randint, randn_like
 from dreamdata.process.schedules import (
     FLOAT32_TINY,
@@ -29,11 +51,21 @@ from dreamdata.process.schedules import (
     check_terminal_alpha_bar,
     derive_schedule,
 )
+from dreamdata.process.variance import VARIANCES, learned_range_log_variance
 
-__all__ = ["GaussianDiffusion", "PREDICTIONS", "LOSS_WEIGHTINGS"]
+__all__ = ["GaussianDiffusion", "LOSSES", "LOSS_WEIGHTINGS", "PREDICTIONS", "TrainingLossTerms", "VARIANCES"]
 
 PREDICTIONS = ("epsilon", "x0", "v")
 LOSS_WEIGHTINGS = ("simple", "min_snr")
+LOSSES = ("simple", "vlb", "hybrid")
+
+
+class TrainingLossTerms(NamedTuple):
+    """What :meth:`GaussianDiffusion.training_loss_terms` computed for one batch (each ``[B]``, float32)."""
+
+    t: torch.Tensor  # the timesteps used (long)
+    loss: torch.Tensor  # the training loss, importance-weighted when t was importance-sampled
+    vlb: Optional[torch.Tensor]  # L_t in bits/dim (None for loss "simple"), unweighted: what the sampler records
 
 
 def _extract(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -52,18 +84,35 @@ class GaussianDiffusion:
     Args:
         betas: ``beta_1 .. beta_T`` as a 1-D tensor (see :mod:`dreamdata.process.schedules`).
         prediction: what the network outputs - ``"epsilon"``, ``"x0"`` or ``"v"``.
-        loss_weighting: ``"simple"`` (Ho et al.'s unweighted L_simple) or ``"min_snr"`` (Hang et al. 2023).
+        loss_weighting: ``"simple"`` (Ho et al.'s unweighted L_simple) or ``"min_snr"`` (Hang et al. 2023);
+            it weights the MSE of the ``simple`` and ``hybrid`` losses.
         min_snr_gamma: the ``gamma`` of Min-SNR weighting.
+        variance: the reverse step's variance - ``"fixed_small"`` (``beta_tilde``), ``"fixed_large"``
+            (``beta``) or ``"learned_range"`` (Nichol & Dhariwal 2021, eq. 15; the network outputs ``2 C``
+            channels). See :mod:`dreamdata.process.variance`.
+        loss: ``"simple"``, ``"vlb"`` or ``"hybrid"`` (see the module docstring).
+        vlb_weight: ``lambda`` of the hybrid loss (Nichol & Dhariwal 2021, eq. 16: 0.001).
+        importance_sampling: draw ``t`` with ``p_t ∝ sqrt(E[L_t^2])`` (loss ``"vlb"`` only; Nichol & Dhariwal
+            2021, sec. 3.3); the history lives in :attr:`timestep_sampler`.
     """
 
     def __init__(self, betas: torch.Tensor, prediction: str = "epsilon", loss_weighting: str = "simple",
-                 min_snr_gamma: float = 5.0) -> None:
+                 min_snr_gamma: float = 5.0, variance: str = "fixed_small", loss: str = "simple",
+                 vlb_weight: float = 0.001, importance_sampling: bool = False) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r} (known: {', '.join(PREDICTIONS)})")
         if loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"unknown loss weighting {loss_weighting!r} (known: {', '.join(LOSS_WEIGHTINGS)})")
         if not min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be positive, got {min_snr_gamma!r}")
+        if variance not in VARIANCES:
+            raise ValueError(f"unknown reverse variance {variance!r} (known: {', '.join(VARIANCES)})")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r} (known: {', '.join(LOSSES)})")
+        if not vlb_weight > 0:
+            raise ValueError(f"vlb_weight must be positive, got {vlb_weight!r}")
+        if importance_sampling and loss != "vlb":
+            raise ValueError(f"importance sampling of t is for loss 'vlb', not {loss!r}")
         self.schedule: ScheduleTensors = derive_schedule(betas)  # float64, CPU: the source of truth
         alpha_bar_T = float(self.schedule.alpha_bar[-1])
         if alpha_bar_T < FLOAT32_TINY:  # the float32 tables would hold alpha_bar = 0: NaN in every sampler
@@ -73,11 +122,18 @@ class GaussianDiffusion:
         self.prediction = prediction
         self.loss_weighting = loss_weighting
         self.min_snr_gamma = float(min_snr_gamma)
+        self.variance = variance
+        self.loss = loss
+        self.vlb_weight = float(vlb_weight)
+        # the only state a process has: the L_t history of importance sampling (checkpointed by the trainer)
+        self.timestep_sampler: Optional[LossSecondMomentSampler] = (
+            LossSecondMomentSampler(self.num_steps) if importance_sampling else None)
         self._tables: dict[tuple[torch.device, torch.dtype], ScheduleTensors] = {}
 
     @classmethod
     def from_config(cls, config: ProcessConfig) -> "GaussianDiffusion":
-        """Build from a :class:`~dreamdata.config.ProcessConfig` (schedule, T, prediction, weighting).
+        """Build from a :class:`~dreamdata.config.ProcessConfig` (schedule, T, prediction, weighting,
+        variance, loss).
 
         A schedule whose ``alpha_bar_T`` underflows float32 is a :class:`~dreamdata.errors.ConfigError`;
         a linear one that ends far from pure noise warns
@@ -86,11 +142,20 @@ class GaussianDiffusion:
         betas = betas_from_config(config)
         check_terminal_alpha_bar(config, float(torch.cumprod(1.0 - betas, dim=0)[-1]))
         return cls(betas, prediction=config.prediction,
-                   loss_weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma)
+                   loss_weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
+                   variance=config.variance, loss=config.loss, vlb_weight=config.vlb_weight,
+                   importance_sampling=config.importance_sampling)
 
     def __repr__(self) -> str:
         return (f"GaussianDiffusion(num_steps={self.num_steps}, prediction={self.prediction!r}, "
-                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma})")
+                f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma}, "
+                f"variance={self.variance!r}, loss={self.loss!r}, vlb_weight={self.vlb_weight}, "
+                f"importance_sampling={self.timestep_sampler is not None})")
+
+    @property
+    def learned_variance(self) -> bool:
+        """Whether the network outputs the variance too (``learned_range``: ``2 C`` channels)."""
+        return self.variance == "learned_range"
 
     # -- per-timestep values next to a tensor -----------------------------------------------------
 
@@ -176,6 +241,74 @@ class GaussianDiffusion:
             eps = b * x_t + a * model_output  # Salimans & Ho 2022, sec. 4 (eps = sigma z + alpha v)
         return x0, eps
 
+    def split_output(self, output: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(prediction, variance_output)`` of a network output for images shaped like ``x``.
+
+        ``learned_range``: the output has ``2 C`` channels, the first ``C`` the prediction (epsilon / x0 / v)
+        and the last ``C`` the raw interpolation of the variance. Otherwise it has ``C`` channels and the
+        second value is ``None``. Any other shape is a ``ValueError``.
+        """
+        expected = (x.shape[0], 2 * x.shape[1], *x.shape[2:]) if self.learned_variance else tuple(x.shape)
+        if tuple(output.shape) != expected:
+            why = "the prediction and the variance channels" if self.learned_variance else "the shape of the images"
+            raise ValueError(f"network output has shape {tuple(output.shape)}, expected {expected} ({why})")
+        if not self.learned_variance:
+            return output, None
+        return output[:, :x.shape[1]], output[:, x.shape[1]:]
+
+    # -- the reverse step p_theta(x_{t-1} | x_t) and the variational bound --------------------------
+
+    def log_variance(self, t: torch.Tensor, x: torch.Tensor, variance_output: Optional[torch.Tensor] = None
+                     ) -> torch.Tensor:
+        """``log Sigma_theta(x_t, t)`` of the reverse step at index ``t``, broadcastable against ``x``.
+
+        ``fixed_small``: ``log beta_tilde`` (clipped at index 0), ``fixed_large``: ``log beta`` (the clipped
+        ``log beta_tilde`` at index 0), both ``[B, 1, ..., 1]``; ``learned_range``: Nichol & Dhariwal 2021,
+        eq. 15 from ``variance_output`` (shaped like ``x``). See :mod:`dreamdata.process.variance`.
+        """
+        log_beta_tilde = self._coef("posterior_log_variance_clipped", t, x)
+        if self.variance == "fixed_small":
+            return log_beta_tilde  # Ho et al. 2020, sec. 3.2 (sigma_t^2 = beta_tilde_t)
+        if self.variance == "fixed_large":
+            return self._coef("fixed_large_log_variance", t, x)  # Ho et al. 2020, sec. 3.2 (sigma_t^2 = beta_t)
+        if variance_output is None:
+            raise ValueError("a learned_range process needs the network's variance channels")
+        return learned_range_log_variance(variance_output.to(log_beta_tilde.dtype), self._coef("log_betas", t, x),
+                                          log_beta_tilde)  # Nichol & Dhariwal 2021, eq. 15
+
+    def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
+        """``L_T = KL(q(x_T | x_0) || N(0, I))`` per image ``[B]``, in bits/dim (Ho et al. 2020, eq. 5;
+        Nichol & Dhariwal 2021, eq. 7).
+
+        Has no parameters; small when ``alpha_bar_T`` is ~0, and the part of the bound a schedule that
+        ends short of pure noise pays for it.
+        """
+        t = torch.full((x0.shape[0],), self.num_steps - 1, device=x0.device, dtype=torch.long)
+        mean, _, log_variance = self.q_mean_variance(x0, t)  # Ho et al. 2020, eq. 4
+        kl = normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(log_variance))
+        return _bits_per_dim(kl)
+
+    def vlb_term(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, x0_hat: torch.Tensor,
+                 log_variance: torch.Tensor, *, discretized: bool = True) -> torch.Tensor:
+        """The bound's term at index ``t`` per image ``[B]``, in bits/dim, for the model
+        ``p_theta(x_{t-1} | x_t) = N(mu_tilde(x_t, x0_hat), exp(log_variance))``.
+
+        * ``t >= 1``: ``L_t = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))``, a KL between Gaussians
+          (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021, eq. 6);
+        * ``t = 0``: ``L_0 = -log p_theta(x_0 | x_1)``, the discretized Gaussian decoder over 256 bins (Ho et
+          al. 2020, eq. 13; Nichol & Dhariwal 2021, eq. 5), or with ``discretized=False`` the continuous
+          Gaussian density (for continuous data, e.g. analytic checks).
+
+        The model's mean is the posterior mean at ``x0_hat`` (Ho et al. 2020, eq. 7), which is how every
+        parameterisation defines ``mu_theta``; at index 0 that mean is ``x0_hat`` itself.
+        """
+        true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)  # Ho et al. 2020, eq. 6-7
+        model_mean, _, _ = self.q_posterior(x0_hat, x_t, t)  # Ho et al. 2020, eq. 7 at x0_hat
+        kl = _bits_per_dim(normal_kl(true_mean, true_log_variance, model_mean, log_variance))  # eq. 6
+        likelihood = discretized_gaussian_log_likelihood if discretized else gaussian_log_likelihood
+        decoder_nll = _bits_per_dim(-likelihood(x0, model_mean, 0.5 * log_variance))  # iDDPM eq. 5
+        return torch.where(torch.as_tensor(t, device=x0.device) == 0, decoder_nll, kl)
+
     # -- training ---------------------------------------------------------------------------------
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
@@ -205,23 +338,65 @@ class GaussianDiffusion:
     def training_losses(self, network: Network, x0: torch.Tensor, class_labels: Optional[torch.Tensor],
                         generator: Optional[torch.Generator] = None, *, t: Optional[torch.Tensor] = None,
                         noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Per-example weighted MSE ``[B]`` (float32) between ``network(x_t, t, labels)`` and its target.
+        """Per-example training loss ``[B]`` (float32) of ``network`` on ``x0``, per :attr:`loss`.
+
+        ``simple``: the weighted MSE between ``network(x_t, t, labels)`` (its prediction channels) and the
+        target. ``vlb`` / ``hybrid``: see the module docstring and :meth:`training_loss_terms`.
 
         Draws ``t`` first and then ``noise`` from ``generator`` (torch's global RNG when ``None``), in that
         order, so a caller holding a copy of the generator can reproduce both. ``t`` and ``noise`` may also
-        be given explicitly (e.g. a fixed-timestep validation loss); given ones are not drawn.
-        The MSE is averaged over all non-batch dimensions and computed in float32 even under autocast.
+        be given explicitly (e.g. a fixed-timestep validation loss); given ones are not drawn, and a given
+        ``t`` is never importance-weighted. The MSE is averaged over all non-batch dimensions and computed
+        in float32 even under autocast.
+        """
+        return self.training_loss_terms(network, x0, class_labels, generator, t=t, noise=noise).loss
+
+    def training_loss_terms(self, network: Network, x0: torch.Tensor, class_labels: Optional[torch.Tensor],
+                            generator: Optional[torch.Generator] = None, *, t: Optional[torch.Tensor] = None,
+                            noise: Optional[torch.Tensor] = None) -> TrainingLossTerms:
+        """:meth:`training_losses` with what the trainer needs besides the loss: ``t`` and the unweighted
+        ``L_t`` that importance sampling records (:attr:`timestep_sampler`).
+
+        ``vlb``: ``T L_t`` in bits/dim (an unbiased estimate of ``L_0 + ... + L_{T-1}`` for uniform ``t``),
+        times ``1 / (T p_t)`` when ``t`` is importance-sampled. ``hybrid``: ``L_simple + lambda T L_t`` with
+        ``x0_hat`` (hence the mean) detached inside ``L_t``, so the bound trains only the variance
+        (Nichol & Dhariwal 2021, sec. 3.1: ``L_simple`` is the mean's objective). ``T L_t`` is the paper's
+        one-sample estimate of ``L_vlb``, so ``lambda = 0.001`` weighs it as their eq. 16 does.
         """
         batch = x0.shape[0]
+        importance_weights = None
         if t is None:
-            t = self.sample_timesteps(batch, x0.device, generator)
+            if self.timestep_sampler is not None:
+                t, importance_weights = self.timestep_sampler.sample(batch, x0.device, generator)
+            else:
+                t = self.sample_timesteps(batch, x0.device, generator)
         if noise is None:
             noise = randn_like(x0, generator)
         x_t = self.q_sample(x0, t, noise)
-        output = network(x_t, t, class_labels)
-        if output.shape != x0.shape:
-            raise ValueError(f"network output has shape {tuple(output.shape)}, expected {tuple(x0.shape)} "
-                             f"(the shape of the images)")
+        prediction, variance_output = self.split_output(network(x_t, t, class_labels), x0)
+        if self.loss == "simple":
+            return TrainingLossTerms(t, self._weighted_mse(prediction, x0, noise, t), None)
+        prediction, x0_f, x_t_f = prediction.float(), x0.float(), x_t.float()
+        if variance_output is not None:
+            variance_output = variance_output.float()
+        frozen = prediction.detach() if self.loss == "hybrid" else prediction  # Nichol & Dhariwal 2021, sec. 3.1
+        x0_hat, _ = self.predict_x0_and_eps(frozen, x_t_f, t)
+        vlb = self.vlb_term(x0_f, x_t_f, t, x0_hat, self.log_variance(t, x_t_f, variance_output))
+        estimate = self.num_steps * vlb  # one-sample estimate of L_0 + ... + L_{T-1}
+        if self.loss == "vlb":
+            loss = estimate if importance_weights is None else estimate * importance_weights
+        else:
+            loss = self._weighted_mse(prediction, x0, noise, t) + self.vlb_weight * estimate  # iDDPM eq. 16
+        return TrainingLossTerms(t, loss, vlb.detach())
+
+    def _weighted_mse(self, prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+                      ) -> torch.Tensor:
+        """L_simple per example (Ho et al. 2020, eq. 14), weighted by :meth:`loss_weight`, float32."""
         target = self.training_target(x0, noise, t)
-        mse = (output.float() - target.float()).pow(2).mean(dim=tuple(range(1, x0.ndim)))
+        mse = (prediction.float() - target.float()).pow(2).mean(dim=tuple(range(1, x0.ndim)))
         return mse * self.loss_weight(t).to(mse.device)
+
+
+def _bits_per_dim(nats: torch.Tensor) -> torch.Tensor:
+    """Per-image mean over the non-batch dimensions of elementwise nats, in bits (``/ ln 2``): bits/dim."""
+    return nats.mean(dim=tuple(range(1, nats.ndim))) / math.log(2.0)

@@ -20,6 +20,7 @@ import torch
 
 from dreamdata.config import ProcessConfig
 from dreamdata.errors import ConfigError
+from dreamdata.process.variance import clipped_log_posterior_variance, fixed_large_log_variance
 
 __all__ = [
     "FLOAT32_TINY",
@@ -175,6 +176,8 @@ class ScheduleTensors:
     sqrt_recipm1_alpha_bar: torch.Tensor
     posterior_variance: torch.Tensor
     posterior_log_variance_clipped: torch.Tensor
+    log_betas: torch.Tensor
+    fixed_large_log_variance: torch.Tensor
     posterior_mean_coef_x0: torch.Tensor
     posterior_mean_coef_xt: torch.Tensor
     snr: torch.Tensor
@@ -195,7 +198,8 @@ def derive_schedule(betas: torch.Tensor) -> ScheduleTensors:
     ``posterior_variance`` is ``beta_tilde`` of Ho et al. eq. 7; it is 0 at ``t = 0`` (the posterior
     of ``x_0`` given ``x_0`` is a point mass), so its log is clipped by repeating ``beta_tilde`` at
     ``t = 1``, as in Ho et al.'s reference code. With a single step there is no ``beta_tilde`` at
-    ``t = 1`` and ``log beta_1`` is used instead.
+    ``t = 1`` and ``log beta_1`` is used instead. ``fixed_large_log_variance`` is ``log beta`` with that
+    clipped value at ``t = 0`` (see :mod:`dreamdata.process.variance`).
     """
     betas = validate_betas(betas)
     alphas = 1.0 - betas  # Ho et al. 2020, sec. 2 (alpha_t := 1 - beta_t)
@@ -203,8 +207,8 @@ def derive_schedule(betas: torch.Tensor) -> ScheduleTensors:
     alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])  # alpha_bar_0 := 1
     one_minus_alpha_bar = 1.0 - alpha_bar
     posterior_variance = (1.0 - alpha_bar_prev) / one_minus_alpha_bar * betas  # Ho et al. 2020, eq. 7
-    clip_source = posterior_variance[1:2] if betas.numel() > 1 else betas[:1]
-    posterior_log_variance_clipped = torch.log(torch.cat([clip_source, posterior_variance[1:]]))
+    posterior_log_variance_clipped = clipped_log_posterior_variance(posterior_variance, betas)
+    log_betas = torch.log(betas)
     return ScheduleTensors(
         betas=betas,
         alphas=alphas,
@@ -216,6 +220,8 @@ def derive_schedule(betas: torch.Tensor) -> ScheduleTensors:
         sqrt_recipm1_alpha_bar=(1.0 / alpha_bar - 1.0).sqrt(),  # Ho et al. 2020, eq. 4 solved for x_0
         posterior_variance=posterior_variance,
         posterior_log_variance_clipped=posterior_log_variance_clipped,
+        log_betas=log_betas,
+        fixed_large_log_variance=fixed_large_log_variance(log_betas, posterior_log_variance_clipped),
         posterior_mean_coef_x0=betas * alpha_bar_prev.sqrt() / one_minus_alpha_bar,  # Ho et al. 2020, eq. 7
         posterior_mean_coef_xt=alphas.sqrt() * (1.0 - alpha_bar_prev) / one_minus_alpha_bar,  # Ho et al. 2020, eq. 7
         snr=alpha_bar / one_minus_alpha_bar,  # Kingma et al. 2021 (VDM): SNR = alpha^2 / sigma^2

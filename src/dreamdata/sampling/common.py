@@ -19,7 +19,7 @@ from dreamdata.sampling.guidance import guided_output, resolve_null_class
 from dreamdata.sampling.thresholding import check_x0_clip, clip_x0
 from dreamdata.sampling.timesteps import check_timesteps
 
-__all__ = ["Callback", "SamplingSetup", "initial_state", "predict_x0_eps", "prepare_sampling"]
+__all__ = ["Callback", "Prediction", "SamplingSetup", "initial_state", "predict", "predict_x0_eps", "prepare_sampling"]
 
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 """``callback(i, t, x_t, x0_hat)``: step number ``i`` (0-based), training index ``t``, the state at the start
@@ -65,22 +65,40 @@ def initial_state(noise: torch.Tensor) -> torch.Tensor:
     return noise if noise.dtype in (torch.float32, torch.float64) else noise.float()
 
 
-def predict_x0_eps(network: Network, process: GaussianDiffusion, x: torch.Tensor, tau: int,
-                   setup: SamplingSetup, guidance_scale: float, x0_clip: str
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (guided, clipped) clean-image prediction ``x0_hat`` at state ``x`` = ``x_tau``, and its ``eps_hat``.
+class Prediction(NamedTuple):
+    """One step's (guided, clipped) prediction at ``x_tau``."""
+
+    x0: torch.Tensor  # x0_hat
+    eps: torch.Tensor  # eps_hat, consistent with x0_hat and x_tau
+    variance: Optional[torch.Tensor]  # the raw variance channels of a learned_range network, else None
+
+
+def predict(network: Network, process: GaussianDiffusion, x: torch.Tensor, tau: int, setup: SamplingSetup,
+            guidance_scale: float, x0_clip: str) -> Prediction:
+    """The (guided, clipped) clean-image prediction ``x0_hat`` at state ``x`` = ``x_tau``, its ``eps_hat``, and
+    (for a ``learned_range`` process) the raw variance channels.
 
     When ``x0_hat`` is clipped, ``eps_hat`` is re-derived from it via ``x_t = sqrt(ab) x0 + sqrt(1 - ab) eps``
     (Ho et al. 2020, eq. 4), so the pair stays consistent with ``x`` and a sampler that uses both moves
-    towards the clipped prediction (as diffusers' DDIM does).
+    towards the clipped prediction (as diffusers' DDIM does). Guidance combines the prediction channels
+    only (see :func:`~dreamdata.sampling.guidance.guided_output`).
     """
     t = torch.full((x.shape[0],), tau, device=x.device, dtype=torch.long)
-    output = guided_output(network, x, t, setup.class_labels, guidance_scale, setup.null_class)
-    if output.shape != x.shape:
-        raise ValueError(f"network output has shape {tuple(output.shape)}, expected {tuple(x.shape)}")
-    x0_hat, eps_hat = process.predict_x0_and_eps(output, x, t)
+    output = guided_output(network, x, t, setup.class_labels, guidance_scale, setup.null_class,
+                           guided_channels=x.shape[1])
+    prediction, variance = process.split_output(output, x)
+    x0_hat, eps_hat = process.predict_x0_and_eps(prediction, x, t)
     if x0_clip != "none":
         x0_hat = clip_x0(x0_hat, x0_clip)
         alpha_bar = float(process.schedule.alpha_bar[tau])
         eps_hat = (x - alpha_bar ** 0.5 * x0_hat) / (1.0 - alpha_bar) ** 0.5  # Ho et al. 2020, eq. 4 solved for eps
-    return x0_hat, eps_hat
+    return Prediction(x0_hat, eps_hat, variance)
+
+
+def predict_x0_eps(network: Network, process: GaussianDiffusion, x: torch.Tensor, tau: int,
+                   setup: SamplingSetup, guidance_scale: float, x0_clip: str
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x0_hat, eps_hat)`` of :func:`predict`: what the samplers that ignore a learned variance need
+    (DDIM and DPM-Solver++ follow the mean alone)."""
+    prediction = predict(network, process, x, tau, setup, guidance_scale, x0_clip)
+    return prediction.x0, prediction.eps

@@ -5,6 +5,11 @@ added after each step, drawn from ``generator``. At each chosen timestep the net
 parameterisation the process was trained with) is turned into ``x0_hat``; the next state is drawn from the
 posterior ``q(x_{t-1} | x_t, x0_hat)`` of the (possibly respaced) chain, and the last step returns
 ``x0_hat`` (the posterior of the clean image is a point mass there).
+
+The step's variance is the process's own by default: ``beta_tilde`` (``fixed_small``), ``beta``
+(``fixed_large``) or, for ``learned_range``, the network's interpolation between the *respaced* chain's
+``beta'`` and ``beta_tilde'`` (Nichol & Dhariwal 2021, eq. 15 and sec. 4), which at every step ``T`` is the
+training chain's.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from tqdm.auto import tqdm
 from dreamdata.process.base import Network
 from dreamdata.process.gaussian import GaussianDiffusion
 from dreamdata.process.rng import GeneratorLike, randn_like
-from dreamdata.sampling.common import Callback, initial_state, predict_x0_eps, prepare_sampling
+from dreamdata.process.variance import learned_range_log_variance
+from dreamdata.sampling.common import Callback, initial_state, predict, prepare_sampling
 from dreamdata.sampling.guidance import guided_output
 from dreamdata.sampling.timesteps import respaced_posterior
 
 __all__ = ["ddpm_sample", "guided_output", "VARIANCES"]
 
-VARIANCES = ("beta_tilde", "beta")
+VARIANCES = ("beta_tilde", "beta", "learned")
+_PROCESS_VARIANCE = {"fixed_small": "beta_tilde", "fixed_large": "beta", "learned_range": "learned"}
 
 
 @torch.no_grad()
@@ -33,7 +40,7 @@ def ddpm_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
                 class_labels: Optional[torch.Tensor] = None, guidance_scale: float = 0.0,
                 generator: GeneratorLike = None, x0_clip: str = "static", progress: bool = False,
                 callback: Optional[Callback] = None, null_class: Optional[int] = None, *,
-                variance: str = "beta_tilde") -> torch.Tensor:
+                variance: Optional[str] = None) -> torch.Tensor:
     """Run the ancestral reverse chain from ``noise`` (``x_T``, ``[B, C, H, W]``) and return the samples ``x_0``.
 
     Args:
@@ -57,15 +64,20 @@ def ddpm_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
             :data:`~dreamdata.sampling.common.Callback`), e.g. to record the reverse trajectory.
         null_class: label of the unconditional (null) class for guidance; ``None`` =
             ``getattr(network, "null_class", None)``.
-        variance: reverse-step variance, ``"beta_tilde"`` (posterior variance, Ho et al. eq. 7) or
-            ``"beta"`` (Ho et al. sec. 3.2 discuss both).
+        variance: reverse-step variance, ``"beta_tilde"`` (posterior variance, Ho et al. eq. 7), ``"beta"``
+            (Ho et al. sec. 3.2 discuss both) or ``"learned"`` (a ``learned_range`` network's, Nichol &
+            Dhariwal 2021, eq. 15); ``None`` = the process's (``process.variance``).
 
     Returns a tensor with ``noise``'s shape, dtype and device (half-precision noise is carried in float32
     during sampling). Runs under ``torch.no_grad`` (not ``inference_mode``, so the samples can later be fed
     into training).
     """
+    if variance is None:
+        variance = _PROCESS_VARIANCE[process.variance]
     if variance not in VARIANCES:
         raise ValueError(f"unknown reverse variance {variance!r} (known: {', '.join(VARIANCES)})")
+    if variance == "learned" and not process.learned_variance:
+        raise ValueError(f"variance 'learned' needs a learned_range process, not {process.variance!r}")
     setup = prepare_sampling(network, process, noise, timesteps, class_labels, guidance_scale, generator,
                              x0_clip, null_class)
 
@@ -75,15 +87,22 @@ def ddpm_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
     coef_x0 = chain.posterior_mean_coef_x0.tolist()
     coef_xt = chain.posterior_mean_coef_xt.tolist()
     step_variance = (chain.posterior_variance if variance == "beta_tilde" else chain.betas).tolist()
+    log_beta, log_beta_tilde = chain.betas.log().tolist(), chain.posterior_log_variance_clipped.tolist()
 
     x = initial_state(noise)
     count = len(setup.steps)
     for i, tau in enumerate(tqdm(setup.steps, desc="ddpm", disable=not progress, leave=False)):
         j = count - 1 - i
-        x0_hat, _ = predict_x0_eps(network, process, x, tau, setup, guidance_scale, x0_clip)
+        prediction = predict(network, process, x, tau, setup, guidance_scale, x0_clip)
+        x0_hat = prediction.x0
         if j > 0:
             mean = coef_x0[j] * x0_hat + coef_xt[j] * x  # Ho et al. 2020, eq. 7 (posterior mean at x0_hat)
-            x_next = mean + math.sqrt(step_variance[j]) * randn_like(mean, generator)  # Ho et al. 2020, Alg. 2, line 4
+            if variance == "learned":  # Nichol & Dhariwal 2021, eq. 15 on the respaced chain's beta', beta_tilde'
+                log_variance = learned_range_log_variance(prediction.variance.to(mean.dtype), log_beta[j],
+                                                          log_beta_tilde[j])
+                x_next = mean + torch.exp(0.5 * log_variance) * randn_like(mean, generator)  # Alg. 2, line 4
+            else:
+                x_next = mean + math.sqrt(step_variance[j]) * randn_like(mean, generator)  # Ho et al., Alg. 2, line 4
         else:
             x_next = x0_hat  # Ho et al. 2020, Alg. 2: no noise at the last step; eq. 7 at t = 1 is x0_hat itself
         if callback is not None:

@@ -30,7 +30,8 @@ def resolve_null_class(network: Network, class_labels: Optional[torch.Tensor], g
 
 
 def guided_output(network: Network, x: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor],
-                  guidance_scale: float, null_class: Optional[int]) -> torch.Tensor:
+                  guidance_scale: float, null_class: Optional[int],
+                  guided_channels: Optional[int] = None) -> torch.Tensor:
     """``network``'s output at ``(x, t)``, with classifier-free guidance when ``guidance_scale != 0``.
 
     Guided: ``(1 + w) * out(x, c) - w * out(x, null)`` (Ho & Salimans 2022, eq. 6), with the conditional
@@ -38,10 +39,19 @@ def guided_output(network: Network, x: torch.Tensor, t: torch.Tensor, class_labe
     every parameterisation is an affine function of epsilon at fixed ``(x, t)`` and the weights sum to 1,
     combining raw x0 or v outputs gives exactly the same guided epsilon. ``w = 0`` is a plain conditional
     pass (no doubled batch).
+
+    ``guided_channels`` (default: all): only the first that many output channels (the prediction) are
+    guided; the rest - a learned variance's channels - are the conditional output's, as in GLIDE (Nichol et
+    al. 2022): guidance moves the mean, and extrapolating the interpolation ``v`` would push the variance
+    outside ``[beta_tilde, beta]``.
     """
     if guidance_scale == 0:
         return network(x, t, class_labels)
     null_labels = torch.full_like(class_labels, null_class)
     both = network(torch.cat([x, x]), torch.cat([t, t]), torch.cat([class_labels, null_labels]))
     conditional, unconditional = both.chunk(2)
-    return (1.0 + guidance_scale) * conditional - guidance_scale * unconditional  # Ho & Salimans 2022, eq. 6
+    if guided_channels is None or guided_channels >= conditional.shape[1]:
+        return (1.0 + guidance_scale) * conditional - guidance_scale * unconditional  # Ho & Salimans 2022, eq. 6
+    c = guided_channels
+    guided = (1.0 + guidance_scale) * conditional[:, :c] - guidance_scale * unconditional[:, :c]  # eq. 6
+    return torch.cat([guided, conditional[:, c:]], dim=1)  # GLIDE: the variance of the conditional model

@@ -117,7 +117,8 @@ class ClassMixture(torch.nn.Module):
         self.train(network.training)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
-        out = torch.empty_like(x)
+        # the output may have more channels than x (a learned variance's; those are mixed alike)
+        out = None
         is_null = class_labels < 0
         mixed = ~is_null
         if bool(mixed.any()):
@@ -125,9 +126,14 @@ class ClassMixture(torch.nn.Module):
             out_a = self.network(xs, ts, torch.full_like(frame, self.class_a))
             out_b = self.network(xs, ts, torch.full_like(frame, self.class_b))
             lam = self.weights.to(x.device)[frame].view(-1, *([1] * (x.ndim - 1))).to(out_a.dtype)
+            out = x.new_empty((x.shape[0], *out_a.shape[1:]))
             out[mixed] = (1.0 - lam) * out_a + lam * out_b
         if bool(is_null.any()):
-            out[is_null] = self.network(x[is_null], t[is_null], torch.full_like(class_labels[is_null], self.inner_null))
+            null = torch.full_like(class_labels[is_null], self.inner_null)
+            unconditional = self.network(x[is_null], t[is_null], null)
+            if out is None:
+                out = x.new_empty((x.shape[0], *unconditional.shape[1:]))
+            out[is_null] = unconditional
         return out
 
 

@@ -27,7 +27,7 @@ __all__ = ["COLD_SAMPLERS", "GAN_SAMPLERS", "SAMPLERS", "default_sampler", "get_
            "samplers_for"]
 
 SAMPLERS: dict[str, Callable] = {
-    "ddpm": ddpm_sample,  # ancestral, posterior variance beta_tilde (Ho et al. 2020)
+    "ddpm": ddpm_sample,  # ancestral, the process's variance: beta_tilde (Ho et al. 2020), beta or learned (iDDPM)
     "ddpm_beta": partial(ddpm_sample, variance="beta"),  # ancestral, variance beta (Ho et al. 2020, sec. 3.2)
     "ddim": ddim_sample,  # deterministic DDIM, eta = 0 (Song et al. 2021); pass eta=... for noise
     "dpm++2m": dpm_solver_pp_2m_sample,  # DPM-Solver++(2M) (Lu et al. 2022), good at 10-20 steps

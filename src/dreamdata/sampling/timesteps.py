@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from dreamdata.process.variance import clipped_log_posterior_variance
+
 __all__ = ["SPACINGS", "RespacedPosterior", "check_timesteps", "respaced_betas", "respaced_posterior",
            "timestep_sequence"]
 
@@ -138,6 +140,7 @@ class RespacedPosterior:
 
     betas: torch.Tensor  # beta'_j = 1 - alpha_bar_{tau_j} / alpha_bar_{tau_{j-1}}
     posterior_variance: torch.Tensor  # beta_tilde'_j
+    posterior_log_variance_clipped: torch.Tensor  # log beta_tilde'_j, entry 0 clipped to entry 1's
     posterior_mean_coef_x0: torch.Tensor
     posterior_mean_coef_xt: torch.Tensor
 
@@ -151,7 +154,8 @@ def respaced_posterior(alpha_bar: torch.Tensor, timesteps: torch.Tensor) -> Resp
     ``beta'`` round to 1 (constant beta = 0.02, T = 2000, two steps: ``a / p = 3e-18``); a schedule derived
     from the betas then fails (``beta < 1``) or loses ``sqrt(1 - beta')``, while these forms stay exact.
     Everything is float64, with ``1 - x`` as ``-expm1(log x)`` so that values of ``alpha_bar`` near 1 keep
-    their digits.
+    their digits. A learned variance interpolates this chain's ``beta'`` and clipped ``beta_tilde'``
+    (Nichol & Dhariwal 2021, sec. 4: the respaced chain is a diffusion of its own).
     """
     chosen = alpha_bar.detach().to("cpu", torch.float64)[torch.as_tensor(timesteps).sort().values]
     previous = torch.cat([chosen.new_ones(1), chosen[:-1]])  # alpha_bar_{tau_{j-1}}; 1 before the first step
@@ -159,9 +163,11 @@ def respaced_posterior(alpha_bar: torch.Tensor, timesteps: torch.Tensor) -> Resp
     betas = -torch.expm1(log_ratio)  # Nichol & Dhariwal 2021, sec. 4 (beta_t = 1 - alpha_bar_t / alpha_bar_{t-1})
     one_minus = -torch.expm1(chosen.log())  # 1 - alpha_bar_{tau_j}
     one_minus_previous = -torch.expm1(previous.log())  # 1 - alpha_bar_{tau_{j-1}}; 0 at j = 0
+    posterior_variance = one_minus_previous / one_minus * betas  # Ho et al. 2020, eq. 7
     return RespacedPosterior(
         betas=betas,
-        posterior_variance=one_minus_previous / one_minus * betas,  # Ho et al. 2020, eq. 7
+        posterior_variance=posterior_variance,
+        posterior_log_variance_clipped=clipped_log_posterior_variance(posterior_variance, betas),
         posterior_mean_coef_x0=previous.sqrt() * betas / one_minus,  # Ho et al. 2020, eq. 7
         posterior_mean_coef_xt=(0.5 * log_ratio).exp() * one_minus_previous / one_minus,  # Ho et al. 2020, eq. 7
     )

@@ -92,8 +92,14 @@ def _wrap(module: nn.Module, config: RunConfig, distributed: bool, device: torch
 
 
 class DiffusionObjective:
-    """The process's own loss (``L_simple``, min-SNR, the cold-diffusion L1...) of one denoiser, with
-    classifier-free guidance's label dropout (``train.p_uncond``, Ho & Salimans 2022)."""
+    """The process's own loss (``L_simple``, min-SNR, the hybrid or VLB loss, the cold-diffusion L1...) of one
+    denoiser, with classifier-free guidance's label dropout (``train.p_uncond``, Ho & Salimans 2022).
+
+    When the process importance-samples ``t`` (``process.importance_sampling``), each applied step records its
+    ``L_t`` values in the process's :attr:`~dreamdata.process.gaussian.GaussianDiffusion.timestep_sampler`
+    (gathered from every rank under DDP, so all ranks keep the same history), and that history is part of
+    :meth:`optimizer_state`, so a resumed run draws the same ``t``.
+    """
 
     loss_names = ("loss",)
 
@@ -102,17 +108,24 @@ class DiffusionObjective:
         tc = config.train
         self.config, self.process, self.device = config, process, device
         self.network = network
+        self.distributed = distributed
         self.ema = EMA(network, tc.ema_decay, tc.ema_warmup)
         self.optimized = OptimizedParameters(network, config, tc.lr, total_steps)
         self.trained_network = _wrap(network, config, distributed, device)
+        self.timestep_sampler = getattr(process, "timestep_sampler", None)
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, agree: Agree) -> tuple[torch.Tensor, bool]:
         tc = self.config.train
         if self.network.num_classes > 0 and tc.p_uncond > 0:
             drop = torch.rand(labels.shape[0], device=self.device) < tc.p_uncond
             labels = torch.where(drop, torch.full_like(labels, self.network.null_class), labels)
+        terms = None
         with autocast_context(tc.precision, self.device):
-            loss = self.process.training_losses(self.trained_network, images, labels).mean()
+            if self.timestep_sampler is None:
+                loss = self.process.training_losses(self.trained_network, images, labels).mean()
+            else:
+                terms = self.process.training_loss_terms(self.trained_network, images, labels)
+                loss = terms.loss.mean()
         self.optimized.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = self.optimized.gradient_norm(tc.grad_clip)
@@ -122,12 +135,29 @@ class DiffusionObjective:
             return loss.reshape(1), False
         self.optimized.step()
         self.ema.update(self.network)
+        if terms is not None:
+            self.timestep_sampler.update(*self._gathered(terms.t, terms.vlb))
         return loss.reshape(1), True
+
+    def _gathered(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Each tensor concatenated over the ranks in rank order (itself without DDP)."""
+        if not self.distributed:
+            return list(tensors)
+        gathered = []
+        for tensor in tensors:
+            parts = [torch.empty_like(tensor) for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather(parts, tensor.contiguous())
+            gathered.append(torch.cat(parts))
+        return gathered
 
     def validation_losses(self, network: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                           generator: torch.Generator) -> torch.Tensor:
         with autocast_context(self.config.train.precision, self.device):
-            return self.process.training_losses(network, images, labels, generator=generator)
+            if self.timestep_sampler is None:
+                return self.process.training_losses(network, images, labels, generator=generator)
+            # uniform t, as without importance sampling (the same draws): comparable whatever the history
+            t = self.process.sample_timesteps(images.shape[0], images.device, generator)
+            return self.process.training_losses(network, images, labels, generator=generator, t=t)
 
     def validation_networks(self) -> dict[str, nn.Module]:
         return {"val_loss": self.network, "val_loss_ema": self.ema.module}
@@ -137,11 +167,16 @@ class DiffusionObjective:
 
     def optimizer_state(self) -> dict:
         optimizer, scheduler = self.optimized.state()
-        return {"optimizer": optimizer, "scheduler": scheduler}
+        state = {"optimizer": optimizer, "scheduler": scheduler}
+        if self.timestep_sampler is not None:
+            state["timestep_sampler"] = self.timestep_sampler.state_dict()
+        return state
 
     def load_optimizer_state(self, state: dict, config: RunConfig) -> None:
         self.config = config
         self.optimized.load(state["optimizer"], state["scheduler"], config, config.train.lr)
+        if self.timestep_sampler is not None and "timestep_sampler" in state:
+            self.timestep_sampler.load_state_dict(state["timestep_sampler"])
 
     def last_lr(self) -> float:
         return self.optimized.last_lr()
@@ -271,12 +306,15 @@ class AdversarialObjective:
 
 
 def build_networks(config: RunConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    """The module a run trains: the denoiser ``model.network`` names, or for ``process.kind: gan`` a
-    :class:`GAN` of a DCGAN generator and discriminator (``model.base_channels`` wide)."""
+    """The module a run trains: the denoiser ``model.network`` names (with ``2 * channels`` outputs for a
+    ``learned_range`` variance), or for ``process.kind: gan`` a :class:`GAN` of a DCGAN generator and
+    discriminator (``model.base_channels`` wide)."""
     from dreamdata.networks import build_network
+    from dreamdata.process.variance import network_output_channels
 
     if config.process.kind != "gan":
-        return build_network(config.model, channels, image_size, num_classes)
+        out_channels = network_output_channels(config.process.variance, channels)
+        return build_network(config.model, channels, image_size, num_classes, out_channels=out_channels)
     from dreamdata.gan.networks import DCGANDiscriminator, DCGANGenerator
 
     from dreamdata.errors import ConfigError
