@@ -136,7 +136,7 @@ class Page:
 
     def href(self, path: Path) -> str:
         relative = os.path.relpath(Path(path).resolve(), self.out.parent.resolve())
-        return quote(Path(relative).as_posix())
+        return quote(Path(relative).as_posix(), safe="/@")
 
     # -- output -------------------------------------------------------------------------------------
     def render(self) -> str:
