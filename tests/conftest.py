@@ -68,3 +68,84 @@ def tiny_extractor_file(tmp_path):
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, TorchScript files are not
         torch.jit.script(TinyFeatures()).save(str(path))
     return path
+
+
+# -- real tiny directories of every kind, made once per session, for the report tests ----------------------
+
+
+@pytest.fixture(scope="session")
+def report_dirs(tmp_path_factory):
+    """A finished tiny run, GAN run, study (one K, with its augment and dreamed set) and sweep (one arm, two
+    cells), written by the real commands on pattern images (about a minute on one CPU core)."""
+    import os
+
+    import yaml
+
+    from dreamdata.config import load_config
+    from dreamdata.experiments.runner import run_sweep
+    from dreamdata.experiments.study.config import load_study_config
+    from dreamdata.experiments.study.pipeline import run_study
+    from dreamdata.experiments.sweep_config import load_sweep
+    from dreamdata.training.trainer import train
+
+    root = tmp_path_factory.mktemp("report-dirs")
+    names = np.array(["hstripes", "vstripes", "square"])
+    images, labels = make_pattern_images(per_class=16)
+    np.savez(root / "tiny.npz", images=images, labels=labels, class_names=names)
+    images28, labels28 = make_pattern_images(per_class=16, size=28)
+    np.savez(root / "tiny28.npz", images=images28, labels=labels28, class_names=names)
+    extractor = root / "tiny-extractor.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(TinyFeatures()).save(str(extractor))
+    previous_cache = os.environ.get("DREAMDATA_CACHE")
+    os.environ["DREAMDATA_CACHE"] = str(root / "cache")
+    try:
+        run = train(load_config("tiny", [f"data.dataset=npz:{root / 'tiny28.npz'}", f"runs_dir={root / 'runs'}",
+                                         "data.per_class=null", "data.image_size=null", "train.steps=6",
+                                         "train.log_every=2", "train.val_every=2", "train.checkpoint_every=3",
+                                         "train.sample_steps=3", "train.sample_per_class=4", "name=tiny"])).run_dir
+        gan = train(load_config("gan", [f"data.dataset=npz:{root / 'tiny28.npz'}", f"runs_dir={root / 'runs'}",
+                                        "data.val_fraction=0.1", "train.minutes=null", "train.steps=4",
+                                        "train.batch_size=8", "model.base_channels=8", "model.latent_dim=16",
+                                        "train.log_every=2", "train.val_every=2", "train.checkpoint_every=2",
+                                        "train.sample_per_class=4", "train.device=cpu", "train.progress=false",
+                                        "name=gan"])).run_dir
+        study_file = root / "study.yaml"
+        study_file.write_text(f"""
+name: tiny-study
+runs_dir: {root / 'studies'}
+device: cpu
+real: {{dataset: "npz:{root / 'tiny.npz'}", per_class: [4]}}
+generator:
+  config: tiny
+  overrides: [train.checkpoint_every=0, data.image_size=null, train.sample_steps=3]
+  steps: [4]
+dream: {{per_class: [3], steps: 3, batch: 9, chunk: 5}}
+augment: {{seeds: 2, classifier: {{batch_size: 8}}}}
+classifier_steps: [4]
+""")
+        run_study(load_study_config(str(study_file)), log=lambda message: None)
+        base = root / "base.yaml"
+        base.write_text(yaml.safe_dump({
+            "data": {"dataset": f"npz:{root / 'tiny.npz'}", "val_fraction": 0.1, "hflip": False},
+            "process": {"schedule": "cosine", "num_steps": 20},
+            "model": {"network": "unet", "class_conditional": True, "base_channels": 8, "channel_mults": [1, 2],
+                      "num_res_blocks": 1, "attention_resolutions": [], "dropout": 0.0},
+            "train": {"batch_size": 8, "steps": 2, "warmup_steps": 1, "log_every": 1, "val_every": 1,
+                      "val_batches": 1, "checkpoint_every": 2, "sample_grid": False, "progress": False,
+                      "device": "cpu"}}))
+        sweep_file = root / "sweep.yaml"
+        sweep_file.write_text(yaml.safe_dump({
+            "name": "tiny-sweep", "base": str(base), "sampling": {"sampler": "ddim", "steps": 2},
+            "sampling_axes": {"guidance": [0.0, 1.0]}, "checkpoints": ["last"], "metrics": ["fid", "held_out_loss"],
+            "evaluation": {"n": 6, "ref_n": 12, "batch": 6, "fid_weights": str(extractor), "mosaic_per_class": 2}}))
+        run_sweep(load_sweep(str(sweep_file)), root / "sweep", log=lambda message: None)
+    finally:
+        if previous_cache is None:
+            os.environ.pop("DREAMDATA_CACHE", None)
+        else:
+            os.environ["DREAMDATA_CACHE"] = previous_cache
+    study = root / "studies" / "tiny-study"
+    return {"run": run, "gan": gan, "study": study, "augment": study / "K4" / "augment",
+            "dream": study / "K4" / "synthetic", "sweep": root / "sweep"}

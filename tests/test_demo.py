@@ -23,4 +23,6 @@ def test_demo_pipeline_writes_grid_trajectory_curve_and_summary(tiny_npz, tmp_pa
     assert "6 steps of batch" in summary and "hstripes, vstripes, square" in summary
     assert json.loads((run_dir / "version.json").read_text())["dreamdata"] in summary
     out = capsys.readouterr().out
+    pointers = out.split("Demo finished. Look at:\n")[1].splitlines()
+    assert pointers[0] == f"  open {run_dir / 'report.html'}" and (run_dir / "report.html").is_file()
     assert str(run_dir / "samples" / "demo-grid.png") in out

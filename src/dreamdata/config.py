@@ -129,6 +129,8 @@ class TrainConfig:
     sample_per_class: int = 8
     sample_steps: int = 100  # ancestral DDPM steps for the end-of-training grid
     progress: bool = True  # show a progress bar
+    tensorboard: bool = False  # also log scalars and the sample grid to run_dir/tensorboard (pip install
+    #                            'dreamdata[tensorboard]')
 
 
 @dataclass

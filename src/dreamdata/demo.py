@@ -7,7 +7,8 @@ every class with classifier-free guidance, and writes into the run directory:
 * ``samples/demo-trajectory.png`` - the reverse process of the first sample of each class (x_t and the
   predicted x_0 every few steps), the reports' reverse-process figure;
 * ``loss.png`` - training and held-out loss against step;
-* ``summary.md`` - what was trained, for how long, how well, and where everything is.
+* ``summary.md`` - what was trained, for how long, how well, and where everything is;
+* ``report.html`` - all of it on one page (``dreamdata report``), the first thing to open.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dreamdata.atomic import write_text_atomic
 from dreamdata.config import load_config
 from dreamdata.errors import ConfigError
 from dreamdata.reports.curves import plot_loss_curve
+from dreamdata.reports.html import write_report_or_warn
 from dreamdata.reports.strips import write_trajectory_strip
 from dreamdata.sampling.generate import TrajectoryRecorder, generate, sampling_timesteps
 from dreamdata.sampling.grid import save_grid
@@ -60,8 +62,13 @@ def run_demo(overrides: list[str], runs_dir: str = "runs") -> Path:
                                         title=f"{DEMO_SAMPLER}, {timesteps.numel()} steps, w={DEMO_GUIDANCE:g}")
     curve = plot_loss_curve(run_dir, run_dir / "loss.png")
     summary = write_summary(run_dir, trainer, result.step, grid, trajectory, curve)
+    report = write_report_or_warn(run_dir, quiet=True)
 
     print("\nDemo finished. Look at:")
+    if report is not None:
+        print(f"  open {report}")
+    else:
+        print(f"  (no report.html: `dreamdata report {run_dir}` says why)")
     print(f"  samples, one row per class ({', '.join(class_names)}), guidance w={DEMO_GUIDANCE:g}:")
     print(f"    {grid}")
     print(f"  reverse process:  {trajectory}")

@@ -132,6 +132,9 @@ def _run_augment(args) -> int:
 
     print(summary_markdown(summary).split("\n## Per-class")[0])
     print(f"wrote {Path(args.out) / 'summary.md'}, summary.json, confusion-*.png")
+    from dreamdata.reports.html import write_report_or_warn
+
+    write_report_or_warn(args.out)
     return 0
 
 

@@ -127,6 +127,9 @@ def _run_dream(args) -> int:
             state = "complete" if result.complete else "incomplete (re-run the same command to finish)"
             print(f"dream: {result.out_dir}: {result.chunks_done}/{result.chunks_total} chunks, {state}; "
                   f"{result.dreamed_now} images dreamed by rank 0 in {time.perf_counter() - started:.1f} s")
+            from dreamdata.reports.html import write_report_or_warn
+
+            write_report_or_warn(result.out_dir)
     finally:
         shutdown_distributed(context)
     return 0

@@ -32,4 +32,7 @@ def _run_study(args) -> int:
     target = run_dir or Path(config.runs_dir).expanduser() / config.name
     print((target / "summary.md").read_text())
     print(f"study written to {target}")
+    from dreamdata.reports.html import write_report_or_warn
+
+    write_report_or_warn(target)
     return 0

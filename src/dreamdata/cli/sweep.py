@@ -73,4 +73,8 @@ def _run_sweep(args) -> int:
     summary = run_sweep(sweep, out, shard=shard, only_arms=args.arm)
     print(summary.read_text(), end="")
     print(f"wrote {summary} (and results.jsonl, figures) in {out}")
+    if shard[0] == 0:  # one page per sweep, from the first shard
+        from dreamdata.reports.html import write_report_or_warn
+
+        write_report_or_warn(out)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dreamdata.errors import DreamdataError
@@ -49,7 +50,11 @@ def _run_train(args) -> int:
     run_dir = Path(args.run_dir).expanduser() if args.run_dir else None  # must be new or empty
     result = train(config, resume=args.resume, run_dir=run_dir)
     if result.run_dir is not None:
+        from dreamdata.reports.html import write_report_or_warn
+
         print(f"done: {result.step} steps; run directory {result.run_dir}")
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one page from rank 0
+            write_report_or_warn(result.run_dir)
     return 0
 
 

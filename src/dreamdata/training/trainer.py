@@ -44,6 +44,7 @@ from dreamdata.training.distributed import (DistributedContext, all_reduce_sum, 
                                             shutdown_distributed)
 from dreamdata.training.interrupt import interrupt_at_step_boundary
 from dreamdata.training.objectives import build_networks, build_objective
+from dreamdata.training.tensorboard import open_logger, require_tensorboard
 from dreamdata.training.setup import capture_rng_state, resolve_device, restore_rng_state, total_steps_for_budget
 
 
@@ -88,6 +89,8 @@ class Trainer:
         tc = config.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
+        if tc.tensorboard:
+            require_tensorboard()  # a missing optional package is a config error now, not after the first step
         self.context: DistributedContext = init_distributed(
             "cuda" if tc.device.startswith("cuda") or (tc.device == "auto" and torch.cuda.is_available()) else "cpu")
         self.device = resolve_device(tc.device, self.context.local_rank)
@@ -146,6 +149,7 @@ class Trainer:
         elif self.context.is_main:
             self.run_dir = self.run_dir or rd.new_run_dir(config.runs_dir, config.name)
             rd.write_run_files(self.run_dir, config, data_description(self.train_data, self.val_data))
+        self.tensorboard = open_logger(tc.tensorboard, self.run_dir if self.context.is_main else None)
         self.evaluator = None
         if config.evaluation.every and self.context.is_main:
             from dreamdata.evaluation.during_training import TrainingEvaluator
@@ -298,6 +302,8 @@ class Trainer:
         self.window_skipped = 0
         if self.context.is_main and self.run_dir is not None:
             rd.log_metrics(self.run_dir, record)
+        if self.tensorboard is not None:
+            self.tensorboard.log_record(record)
         return record
 
     def _validate(self) -> dict:
@@ -318,6 +324,8 @@ class Trainer:
             record = {"step": self.step, **self.evaluator(self.objective.sampling_network(), self.process)}
             if self.run_dir is not None:
                 rd.log_metrics(self.run_dir, record)
+            if self.tensorboard is not None:
+                self.tensorboard.log_record(record)
             shown = ", ".join(f"{key[5:]} {value:.4g}" for key, value in record.items()
                               if key.startswith("eval_") and key not in ("eval_n", "eval_seconds"))
             tqdm.write(f"step {self.step}: {shown} (N={record['eval_n']}, {record['eval_seconds']:.0f} s)")
@@ -438,9 +446,13 @@ class Trainer:
                                     steps=tc.sample_steps, seed=tc.seed, device=self.device,
                                     progress=tc.progress, start=start)
             print(f"sample grid (one row per class, EMA weights): {grid}", flush=True)
+            if self.tensorboard is not None:
+                self.tensorboard.log_image_file("samples/grid", grid, self.step)
         return TrainResult(run_dir=self.run_dir, step=self.step, losses=logged)
 
     def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         shutdown_distributed(self.context)
 
 
