@@ -37,7 +37,7 @@ def plot_alpha_bar(schedules: dict[str, torch.Tensor], out: str | Path) -> Path:
         axis.set_xlabel("t / T")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    figure.suptitle(r"$\bar\alpha_t = \prod_{s \leq t} (1 - \beta_s)$: a large constant $\beta$ destroys the "
-                    "signal within the first steps", fontsize=9)
+    figure.suptitle(r"$\bar\alpha_t = \prod_{s \leq t} (1 - \beta_s)$: the share of the signal's power left "
+                    r"in $x_t$ (log scale right: where it vanishes)", fontsize=9)
     figure.tight_layout()
     return save_figure(figure, out)
