@@ -43,8 +43,9 @@ def dream(run, out, *extra) -> int:
 
 
 def png_hashes(folder: Path) -> dict[str, str]:
+    """The dataset's images: PNGs in its class folders (hidden ones, like the report's, are no class)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.glob("*/*.png"))}
+            for p in sorted(folder.glob("*/*.png")) if not p.parent.name.startswith(".")}
 
 
 def test_dream_writes_dataset_and_manifest_and_resumes_exactly(tiny_run, tmp_path):
@@ -287,3 +288,20 @@ def test_a_dreamed_set_can_be_evaluated_against_the_real_data(tiny_run, tmp_path
     result = json.loads((out / "metrics.json").read_text())
     assert result["n_samples"] == 15 and sorted(result["fid_per_class"]) == sorted(NAMES)
     assert "dataset.npz" in result["samples"]
+
+
+def test_the_report_page_leaves_a_dreamed_set_a_clean_image_folder(tmp_path):
+    """`dream` writes report.html into the dataset; its figures must not read as an extra class when the
+    set is loaded as `folder:DIR` (the folder loader takes every visible sub-folder as a class)."""
+    from dreamdata.config import DataConfig
+    from dreamdata.data import load_dataset
+    from dreamdata.reports.html.page import Page
+
+    for name in ("cat", "dog"):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        from PIL import Image
+
+        Image.new("L", (4, 4), 128).save(tmp_path / "set" / name / "0.png")
+    Page(tmp_path / "set" / "report.html", "t").drawn("view.png").write_bytes(b"")
+    data = load_dataset(DataConfig(dataset=f"folder:{tmp_path / 'set'}", val_fraction=0.0), "train")
+    assert data.class_names == ["cat", "dog"]

@@ -87,7 +87,7 @@ def test_run_page_numbers_come_from_the_run(report_dirs):
     assert "hstripes, vstripes, square" in text and "class-conditional True" in text
     # the grid is shown upscaled to >= 64 px per 28-px image, with the raw grid left as it was
     raw = next((run / "samples").glob("grid-*.png"))
-    view = next((run / "report-files").glob("run-grid-*@view.png"))
+    view = next((run / ".report-files").glob("run-grid-*@view.png"))
     assert Image.open(view).size[1] == Image.open(raw).size[1] * 3  # ceil(64 / 28) = 3
     gan_text = write_report(report_dirs["gan"]).read_text()
     assert "GAN" in gan_text and "generator" in gan_text
@@ -142,7 +142,7 @@ def test_regenerating_a_report_gives_the_same_bytes(report_dirs, kind):
     page = write_report(report_dirs[kind])
 
     def snapshot():
-        files = sorted(page.parent.joinpath("report-files").glob("*"))
+        files = sorted(page.parent.joinpath(".report-files").glob("*"))
         return page.read_bytes(), {path.name: path.read_bytes() for path in files}
 
     first = snapshot()
@@ -224,5 +224,5 @@ def test_cli_writes_the_page_where_asked(report_dirs, tmp_path, capsys):
     out = tmp_path / "elsewhere" / "page.html"
     assert main(["report", str(report_dirs["dream"]), "--out", str(out)]) == 0
     assert f"report: {out}" in capsys.readouterr().out
-    assert (tmp_path / "elsewhere" / "page-files").is_dir()
+    assert (tmp_path / "elsewhere" / ".page-files").is_dir()
     assert all(path.is_file() for path in referenced_files(out))

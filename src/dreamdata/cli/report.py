@@ -14,7 +14,7 @@ def add_report(subparsers) -> None:
                     "the files present; what is missing (an unfinished run or K) is said on the page.")
     parser.add_argument("path", help="the directory")
     parser.add_argument("--out", help="where the page goes (default PATH/report.html; its drawn figures go "
-                                      "into a folder beside it, report-files/)")
+                                      "into a hidden folder beside it, .report-files/)")
     parser.add_argument("--open", action="store_true", help="open the page in the default web browser")
     parser.set_defaults(handler=_run_report)
 

@@ -3,8 +3,10 @@
 Everything a page shows is escaped with :func:`html.escape`; the CSS is inline, there is no script and
 nothing is fetched from the network, so the page opens offline. Images are referenced by paths relative
 to the page, so a copied directory keeps working; figures the report draws itself go into a folder next
-to the page (``report-files/`` beside ``report.html``). A page holds no time of "now": regenerating it from
-the same directory gives the same bytes.
+to the page (``.report-files/`` beside ``report.html``). That folder is hidden because a dreamed dataset is
+also an image-folder dataset (one sub-folder per class) and the folder loader skips hidden entries: a visible
+folder would read as an extra class. A page holds no time of "now": regenerating it from the same directory
+gives the same bytes.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Page:
 
     def __init__(self, out: Path, title: str, subtitle: str = ""):
         self.out = Path(out)
-        self.files_dir = self.out.parent / f"{self.out.stem}-files"
+        self.files_dir = self.out.parent / f".{self.out.stem}-files"  # hidden: not a class of a dreamed set
         self.title, self.subtitle = title, subtitle
         self.parts: list[str] = []
         self.sections: list[tuple[str, str]] = []
