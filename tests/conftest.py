@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -149,3 +152,12 @@ classifier_steps: [4]
     study = root / "studies" / "tiny-study"
     return {"run": run, "gan": gan, "study": study, "augment": study / "K4" / "augment",
             "dream": study / "K4" / "synthetic", "sweep": root / "sweep"}
+
+
+def torchrun_train(args: list[str]) -> None:
+    """``dreamdata train ARGS`` under torchrun with 2 CPU processes (gloo); fails the test with its output."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "dreamdata", "train", *args]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

@@ -4,16 +4,13 @@ interpolate, in-training evaluation and the sweep - and the diffusion-only optio
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import make_pattern_images
+from conftest import make_pattern_images, torchrun_train
 from dreamdata.cli import main
 from dreamdata.config import load_config
 from dreamdata.errors import ConfigError
@@ -226,22 +223,14 @@ def test_a_sweep_scores_a_gan_arm_like_a_diffusion_arm(gan_overrides, tmp_path, 
         assert np.isfinite(line["metrics"]["fid"]) and line["metrics"]["held_out_loss"] is not None
 
 
-def _torchrun(args: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "dreamdata", "train", *args]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-
-
 @pytest.mark.slow
 def test_gan_ddp_two_cpu_processes_train_and_resume_exactly(gan_overrides, tmp_path):
     """torchrun with 2 gloo processes and R1 on (a double backward through DDP): replicas stay identical
     (checked at the end of every run), and a resumed run continues every rank's stream exactly."""
     common = [*gan_overrides, "train.num_threads=1", "process.r1_gamma=1.0"]
-    _torchrun(["gan", *common, f"--run-dir={tmp_path / 'whole'}"])
-    _torchrun(["gan", *common, "train.steps=6", f"--run-dir={tmp_path / 'parts'}"])
-    _torchrun(["--resume", str(tmp_path / "parts"), "train.steps=12"])
+    torchrun_train(["gan", *common, f"--run-dir={tmp_path / 'whole'}"])
+    torchrun_train(["gan", *common, "train.steps=6", f"--run-dir={tmp_path / 'parts'}"])
+    torchrun_train(["--resume", str(tmp_path / "parts"), "train.steps=12"])
     assert _losses(tmp_path / "parts") == _losses(tmp_path / "whole")
 
 

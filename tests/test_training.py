@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import torchrun_train
 from dreamdata.cli import main
 from dreamdata.config import load_config
 from dreamdata.errors import CheckpointError
@@ -134,22 +132,14 @@ def test_minutes_budget_stops(tiny_overrides):
     assert 1 <= result.step < 10_000
 
 
-def _torchrun(args: list[str]) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "dreamdata", "train", *args]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-
-
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_train_and_resume_exactly(tiny_overrides, tmp_path):
     """torchrun with 2 processes on gloo: rank 0 alone writes, replicas stay identical (checked at the
     end of every run), and a resumed DDP run continues every rank's stream exactly."""
     common = [*tiny_overrides, "train.sample_grid=false", "train.num_threads=1", "train.log_every=5"]
-    _torchrun(["tiny", *common, "train.steps=10", f"--run-dir={tmp_path / 'whole'}"])
-    _torchrun(["tiny", *common, "train.steps=5", f"--run-dir={tmp_path / 'parts'}"])
-    _torchrun(["--resume", str(tmp_path / "parts"), "train.steps=10"])
+    torchrun_train(["tiny", *common, "train.steps=10", f"--run-dir={tmp_path / 'whole'}"])
+    torchrun_train(["tiny", *common, "train.steps=5", f"--run-dir={tmp_path / 'parts'}"])
+    torchrun_train(["--resume", str(tmp_path / "parts"), "train.steps=10"])
     assert "steps: 10" in (tmp_path / "parts" / "config.yaml").read_text()  # the resumed budget is recorded
     assert not (tmp_path / "runs").exists()  # nothing besides the two run directories was written
     whole, parts = losses_of(tmp_path / "whole"), losses_of(tmp_path / "parts")
