@@ -21,7 +21,8 @@ def save_figure(figure, path: str | Path, dpi: Optional[int] = None, metadata: O
     path = Path(path)
     try:
         with atomic_path(path) as temporary:
-            figure.savefig(temporary, format="png", dpi=dpi, metadata=metadata)
+            # bbox "tight": a last tick label (e.g. "1250") is not cut off at the edge of the canvas
+            figure.savefig(temporary, format="png", dpi=dpi, metadata=metadata, bbox_inches="tight", pad_inches=0.05)
     finally:
         plt.close(figure)
     return path
