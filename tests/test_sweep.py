@@ -366,3 +366,42 @@ def test_shipped_sweep_configs_resolve(path, tmp_path):
             sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process,
                                         conditional=arm.config.model.class_conditional)
             assert 1 <= sampling["steps"] <= process.num_steps
+
+
+def test_nll_metric_once_per_checkpoint_and_equal_to_evaluate_nll(base_file, tiny_extractor_file, tmp_path, cache,
+                                                                  monkeypatch):
+    """The sweep's bound in bits/dim is computed once per checkpoint whatever the cells, equals what
+    `evaluate --nll` reports for the same checkpoint, images and seed, and pins its settings."""
+    from dreamdata.evaluation import likelihood
+
+    calls = []
+    real = likelihood.nll_bits_per_dim
+    monkeypatch.setattr(likelihood, "nll_bits_per_dim", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sweep_file = write_sweep(tmp_path, base_file, tiny_extractor_file, train_axes={},
+                             arms=[{"name": "learned", "process": {"variance": "learned_range", "loss": "hybrid"}}],
+                             sampling={"sampler": "ddpm"}, sampling_axes={"steps": [3, 5]}, metrics=["nll"],
+                             evaluation={"n": 4, "ref_n": 8, "batch": 4, "fid_weights": str(tiny_extractor_file),
+                                         "nll_n": 6, "nll_steps": 4})
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep_file), "--out", str(out)]) == 0
+    lines = results_of(out)
+    assert len(lines) == 2 and len(calls) == 1
+    first, second = (line["metrics"]["nll"] for line in lines)
+    assert first == second and first["n"] == 6 and first["nll_steps"] == 4 and first["estimate"] is True
+    assert first["variance"] == "learned_range"
+    parts = first["prior_bpd"] + first["kl_sum_bpd"] + first["decoder_bpd"]
+    assert abs(parts - first["bits_per_dim"]) < 1e-9  # the total is the sum of its three terms
+    assert "bits/dim" in (out / "summary.md").read_text()
+
+    run = out / "arms" / "learned"
+    separate = tmp_path / "evaluate-nll.json"
+    assert main(["evaluate", str(run), "--nll", "--n", "6", "--nll-steps", "4", "--out", str(separate)]) == 0
+    assert json.loads(separate.read_text())["bits_per_dim"] == pytest.approx(first["bits_per_dim"], rel=1e-6)
+
+    changed = write_sweep(tmp_path, base_file, tiny_extractor_file, train_axes={},
+                          arms=[{"name": "learned", "process": {"variance": "learned_range", "loss": "hybrid"}}],
+                          sampling={"sampler": "ddpm"}, sampling_axes={"steps": [3, 5]}, metrics=["nll"],
+                          evaluation={"n": 4, "ref_n": 8, "batch": 4, "fid_weights": str(tiny_extractor_file),
+                                      "nll_n": 7, "nll_steps": 4})
+    with pytest.raises(ConfigError, match="evaluation.nll_n"):
+        run_sweep(load_sweep(changed), out)

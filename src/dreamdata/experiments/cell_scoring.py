@@ -4,7 +4,8 @@ Sample ``k`` of every cell is seeded from ``(evaluation.seed, k)`` and has class
 (:func:`dreamdata.evaluation.generated.balanced_labels`), so two cells start from the same noise image for
 image and their mosaics compare one to one. The sample metrics go through the one evaluation protocol
 (:func:`dreamdata.evaluation.suite.evaluate_images`, features cached by pixel hash); the others read the
-test split prepared as the arm's data config says.
+test split prepared as the arm's data config says. The bound in bits/dim (``nll``) depends on the checkpoint
+only, so it is computed once per checkpoint and kept beside the run, where ``evaluate --nll`` keeps its own.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class CellScorer:
         self._extractor = None
         self._references: dict[str, Any] = {}
         self._tests: dict[str, Any] = {}
+        self._nll: dict[str, dict[str, Any]] = {}
 
     # -- shared inputs ---------------------------------------------------------------------------------
 
@@ -173,6 +175,8 @@ class CellScorer:
         metrics: dict[str, Any] = {}
         if "held_out_loss" in wanted:
             metrics["held_out_loss"] = held_out_loss
+        if "nll" in wanted and gaussian:
+            metrics["nll"] = self.bits_per_dim(model)
         needs_test = {"reconstruction", "restoration", "blur_robustness"} & set(wanted)
         if not needs_test:
             return metrics
@@ -202,6 +206,42 @@ class CellScorer:
                                                          seed=e.seed, batch_size=e.batch,
                                                          kernel_size=e.blur_kernel, device=self.device)
         return metrics
+
+    def bits_per_dim(self, model) -> dict[str, Any]:
+        """The variational bound of ``model`` (EMA weights) on ``evaluation.nll_n`` seeded test images, in
+        bits/dim (:func:`dreamdata.evaluation.likelihood.nll_bits_per_dim`); computed once per checkpoint and
+        kept in ``RUN/eval/nll-…/nll.json``, the folder ``evaluate --nll`` with the same settings writes."""
+        from dreamdata.evaluation.likelihood import nll_bits_per_dim
+        from dreamdata.evaluation.sources import load_reference, reference_config
+        from dreamdata.atomic import write_text_atomic
+        from dreamdata.experiments.cells import read_json
+        from dreamdata.finite_json import dumps as finite_dumps
+
+        e = self.sweep.evaluation
+        steps = f"{e.nll_steps}steps" if e.nll_steps is not None and e.nll_steps < model.process.num_steps - 1 \
+            else "allsteps"
+        path = (Path(model.checkpoint).parent.parent / "eval" /
+                f"nll-{steps}-n{e.nll_n}-seed{e.seed}-step{model.step}" / "nll.json")
+        key = str(path)
+        if key not in self._nll:
+            stored = read_json(path) if path.is_file() else None
+            if stored is None or stored.get("weights", "ema") != "ema":
+                test = load_reference(reference_config(model.config.data), e.ref_split, e.nll_n, seed=e.seed)
+                conditional = int(getattr(model.network, "num_classes", 0)) > 0 and test.labels is not None
+                labels = None
+                if conditional:  # the test split's class indices as the run's (matched by class name)
+                    labels = torch.tensor([list(model.class_names).index(test.class_names[int(y)])
+                                           for y in test.labels.tolist()], dtype=torch.long)
+                stored = nll_bits_per_dim(model.network, model.process, test.images, labels,
+                                          nll_steps=e.nll_steps, seed=e.seed, batch_size=e.batch,
+                                          device=self.device)
+                stored.update({"command": "sweep nll", "checkpoint": str(model.checkpoint), "step": model.step,
+                               "reference": test.source, "split": e.ref_split, "weights": "ema"})
+                write_text_atomic(path, finite_dumps(stored, indent=2) + "\n")
+            self._nll[key] = {name: stored[name] for name in
+                              ("bits_per_dim", "bits_per_dim_stderr", "prior_bpd", "kl_sum_bpd", "decoder_bpd",
+                               "n", "nll_steps", "estimate", "variance")}
+        return self._nll[key]
 
     def _write_mosaic_rows(self, cell_dir: Path, pixels: torch.Tensor, labels, num_classes: int) -> None:
         """The first ``mosaic_per_class`` samples of each class (uint8 NCHW, row-major by class)."""

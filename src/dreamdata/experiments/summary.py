@@ -56,7 +56,9 @@ def default_table(results: list[dict[str, Any]]) -> str:
     scalars = [(key, title, digits) for key, title, digits in SCALAR_COLUMNS
                if any(r["metrics"].get(key) is not None for r in results)]
     has_restoration = any("restoration" in r["metrics"] for r in results)
+    has_nll = any("nll" in r["metrics"] for r in results)
     header = ["arm", "checkpoint step", *shown, *(title for _, title, _ in scalars)]
+    header += ["bits/dim ↓ (± s.e.)"] if has_nll else []
     header += ["restoration RMSE / SSIM / PSNR"] if has_restoration else []
     header += ["N", "samples/s", "seconds"]
     rows = []
@@ -69,6 +71,10 @@ def default_table(results: list[dict[str, Any]]) -> str:
             if key == "kid_mean" and value is not None:
                 text += f" ± {m['kid_std']:.4f}"
             row.append(text)
+        if has_nll:
+            nll = m.get("nll") or {}
+            row.append(f"{_number(nll.get('bits_per_dim'), 4)} ± {_number(nll.get('bits_per_dim_stderr'), 4)}"
+                       + (" (est.)" if nll.get("estimate") else "") if nll else "-")
         if has_restoration:
             rest = m.get("restoration") or {}
             row.append(f"{_number(rest.get('rmse'), 4)} / {_number(rest.get('ssim'), 4)} / "

@@ -42,12 +42,14 @@ __all__ = ["METRICS", "SAMPLING_DEFAULTS", "SweepConfig", "SweepEvaluation", "Sw
            "parse_sweep"]
 
 METRICS = ("fid", "kid", "is", "pr", "per_class_fid", "reconstruction", "restoration", "blur_robustness",
-           "held_out_loss", "clip")
+           "held_out_loss", "clip", "nll")
 """What a cell can score: FID/KID/IS/precision-recall/per-class FID of its samples (one feature pass);
 ``reconstruction`` (noise test images to t, denoise with DDIM: RMSE/SSIM/PSNR and ε-MSE per bucket of t);
 ``restoration`` (degrade test images to t = T and restore with the cell's sampler: RMSE/SSIM/PSNR);
 ``blur_robustness`` (blur test images with a Gaussian of σ, noise to t, denoise; scored against the sharp
-originals); ``held_out_loss`` (the run's held-out loss at the checkpoint); ``clip`` (CLIP score per class)."""
+originals); ``held_out_loss`` (the run's held-out loss at the checkpoint); ``clip`` (CLIP score per class);
+``nll`` (the variational bound in bits/dim on ``evaluation.nll_n`` test images, as ``evaluate --nll``: once
+per checkpoint, whatever the sampling cell)."""
 
 SAMPLING_DEFAULTS: dict[str, Any] = {
     "sampler": None,  # None: the process's default (ddpm for Gaussian runs, cold-improved for blur)
@@ -79,6 +81,8 @@ class SweepEvaluation:
     blur_t: list[int] = field(default_factory=lambda: [50, 100, 200])  # training indices noised to
     blur_kernel: int = 0  # kernel size for blur_robustness (0: 2 * ceil(3 sigma) + 1)
     trajectory_every: int = 0  # snapshot strips of the reverse process every K steps (0 = none)
+    nll_n: int = 1000  # nll: test images (a seeded subset of the split, as evaluate --nll --n)
+    nll_steps: Optional[int] = 100  # nll: KL terms evaluated (strided estimate); None = all T - 1
 
 
 @dataclass
@@ -118,6 +122,8 @@ class SweepConfig:
         settings = asdict(self.evaluation)
         for key in ("batch", "mosaic_per_class", "trajectory_every"):  # do not change any number
             settings.pop(key)
+        if "nll" not in self.metrics:  # sweeps without the bound keep the settings they were finished with
+            settings.pop("nll_n"), settings.pop("nll_steps")
         return {"metrics": sorted(self.metrics), **{f"evaluation.{k}": v for k, v in settings.items()}}
 
 
@@ -246,9 +252,14 @@ def parse_sweep(tree: dict[str, Any], origin: str, overrides: list[str] = ()) ->
     if table not in ("default", "cold-study"):
         raise ConfigError(f"{origin}: table {table!r}: expected default or cold-study")
     evaluation = build_dataclass(SweepEvaluation, tree.get("evaluation") or {}, "evaluation.")
-    for key in ("n", "ref_n", "batch", "reconstruction_count"):
+    for key in ("n", "ref_n", "batch", "reconstruction_count", "nll_n"):
         if getattr(evaluation, key) < 1:
             raise ConfigError(f"{origin}: evaluation.{key} must be >= 1, got {getattr(evaluation, key)}")
+    if evaluation.nll_steps is not None and not (isinstance(evaluation.nll_steps, int)
+                                                 and not isinstance(evaluation.nll_steps, bool)
+                                                 and evaluation.nll_steps >= 1):
+        raise ConfigError(f"{origin}: evaluation.nll_steps must be a positive integer or null (every KL term), "
+                          f"got {evaluation.nll_steps!r}")
     return SweepConfig(
         name=str(tree.get("name") or Path(origin).stem), base=tree.get("base"), overrides=base_overrides,
         arms=_parse_arms(origin, tree), cells=_parse_cells(origin, tree),
