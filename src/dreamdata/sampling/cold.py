@@ -46,13 +46,15 @@ def restore_x0(network: Network, x: torch.Tensor, tau: int, setup: SamplingSetup
 def _cold_loop(improved: bool, network: Network, process, start: torch.Tensor,
                timesteps: Optional[torch.Tensor | Sequence[int]], class_labels: Optional[torch.Tensor],
                guidance_scale: float, generator: GeneratorLike, x0_clip: str, progress: bool,
-               callback: Optional[Callback], null_class: Optional[int]) -> torch.Tensor:
+               callback: Optional[Callback], null_class: Optional[int],
+               guidance_interval: Optional[Sequence[float]]) -> torch.Tensor:
+    # a guidance interval is in Gaussian noise levels: prepare_sampling refuses it for a blur process
     setup = prepare_sampling(network, process, start, timesteps, class_labels, guidance_scale, generator,
-                             x0_clip, null_class)
+                             x0_clip, null_class, guidance_interval)
     x = initial_state(start)
     name = "cold-improved" if improved else "cold-naive"
     for i, tau in enumerate(tqdm(setup.steps, desc=name, disable=not progress, leave=False)):
-        x0_hat = restore_x0(network, x, tau, setup, guidance_scale, x0_clip)  # x̂_0 = R(x_s, s)
+        x0_hat = restore_x0(network, x, tau, setup, setup.guidance_scales[i], x0_clip)  # x̂_0 = R(x_s, s)
         s_now = tau + 1
         s_next = setup.steps[i + 1] + 1 if i + 1 < len(setup.steps) else 0
         if improved:
@@ -71,13 +73,15 @@ def cold_naive_sample(network: Network, process, start: torch.Tensor,
                       timesteps: Optional[torch.Tensor | Sequence[int]] = None,
                       class_labels: Optional[torch.Tensor] = None, guidance_scale: float = 0.0,
                       generator: GeneratorLike = None, x0_clip: str = "static", progress: bool = False,
-                      callback: Optional[Callback] = None, null_class: Optional[int] = None) -> torch.Tensor:
+                      callback: Optional[Callback] = None, null_class: Optional[int] = None, *,
+                      guidance_interval: Optional[Sequence[float]] = None) -> torch.Tensor:
     """Bansal et al.'s Algorithm 1 from ``start`` (the degraded state at ``timesteps[0]``); returns ``x_0``.
 
     ``timesteps=None`` visits every index ``T - 1 .. 0``. The result is the last step's ``x̂_0``.
+    ``guidance_interval`` must be ``None``: a degradation has no Gaussian noise levels to select.
     """
     return _cold_loop(False, network, process, start, timesteps, class_labels, guidance_scale, generator,
-                      x0_clip, progress, callback, null_class)
+                      x0_clip, progress, callback, null_class, guidance_interval)
 
 
 @torch.no_grad()
@@ -85,11 +89,13 @@ def cold_improved_sample(network: Network, process, start: torch.Tensor,
                          timesteps: Optional[torch.Tensor | Sequence[int]] = None,
                          class_labels: Optional[torch.Tensor] = None, guidance_scale: float = 0.0,
                          generator: GeneratorLike = None, x0_clip: str = "static", progress: bool = False,
-                         callback: Optional[Callback] = None, null_class: Optional[int] = None) -> torch.Tensor:
+                         callback: Optional[Callback] = None, null_class: Optional[int] = None, *,
+                         guidance_interval: Optional[Sequence[float]] = None) -> torch.Tensor:
     """Bansal et al.'s Algorithm 2 from ``start`` (the degraded state at ``timesteps[0]``); returns ``x_0``.
 
     ``timesteps=None`` visits every index ``T - 1 .. 0``. The result is ``x_1 - D(x̂_0, 1) + x̂_0`` of the
     last step: it keeps whatever part of ``x_1`` the degradation cannot explain (e.g. start noise).
+    ``guidance_interval`` must be ``None`` (see :func:`cold_naive_sample`).
     """
     return _cold_loop(True, network, process, start, timesteps, class_labels, guidance_scale, generator,
-                      x0_clip, progress, callback, null_class)
+                      x0_clip, progress, callback, null_class, guidance_interval)

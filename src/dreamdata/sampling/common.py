@@ -15,7 +15,7 @@ import torch
 from dreamdata.process.base import Network, Process
 from dreamdata.process.gaussian import GaussianDiffusion
 from dreamdata.process.rng import GeneratorLike, check_generator
-from dreamdata.sampling.guidance import guided_output, resolve_null_class
+from dreamdata.sampling.guidance import check_guidance_interval, guided_output, resolve_null_class, step_guidance_scales
 from dreamdata.sampling.thresholding import check_x0_clip, clip_x0
 from dreamdata.sampling.timesteps import check_timesteps
 
@@ -33,19 +33,28 @@ class SamplingSetup(NamedTuple):
     steps: list[int]  # strictly descending training indices to visit
     class_labels: Optional[torch.Tensor]  # on the noise's device, or None
     null_class: Optional[int]
+    guidance_scales: list[float]  # the guidance weight of each step: w, or 0 outside the guidance interval
 
 
 def prepare_sampling(network: Network, process: Process, noise: torch.Tensor,
                      timesteps: Optional[torch.Tensor | Sequence[int]], class_labels: Optional[torch.Tensor],
                      guidance_scale: float, generator: GeneratorLike, x0_clip: str,
-                     null_class: Optional[int]) -> SamplingSetup:
+                     null_class: Optional[int], guidance_interval: Optional[Sequence[float]] = None
+                     ) -> SamplingSetup:
     """Validate the shared sampler arguments; ``timesteps=None`` means every index ``T - 1 .. 0``.
 
-    Uses only ``process.num_steps``, so the cold samplers share it. ``noise`` is the starting state.
+    Uses only ``process.num_steps``, so the cold samplers share it, unless a ``guidance_interval`` is
+    given: that is in EDM noise levels ``σ`` (see :mod:`~dreamdata.sampling.guidance`) and needs the
+    process's ``schedule.alpha_bar``. ``noise`` is the starting state.
     """
     check_x0_clip(x0_clip)
     steps = check_timesteps(torch.arange(process.num_steps - 1, -1, -1) if timesteps is None else timesteps,
                             process.num_steps)
+    guidance_interval = check_guidance_interval(guidance_interval)
+    alpha_bar = getattr(getattr(process, "schedule", None), "alpha_bar", None)
+    if guidance_interval is not None and alpha_bar is None:
+        raise ValueError(f"guidance_interval={guidance_interval}: the interval is in Gaussian noise levels sigma, "
+                         f"and {type(process).__name__} has none (no alpha_bar schedule)")
     check_generator(generator, noise.device)
     if class_labels is not None:
         class_labels = class_labels.to(noise.device)
@@ -53,7 +62,8 @@ def prepare_sampling(network: Network, process: Process, noise: torch.Tensor,
             raise ValueError(f"class_labels has shape {tuple(class_labels.shape)}, expected "
                              f"({noise.shape[0]},) (one label per sample)")
     null_class = resolve_null_class(network, class_labels, guidance_scale, null_class)
-    return SamplingSetup(steps.tolist(), class_labels, null_class)
+    scales = step_guidance_scales(alpha_bar, steps.tolist(), guidance_scale, guidance_interval)
+    return SamplingSetup(steps.tolist(), class_labels, null_class, scales)
 
 
 def initial_state(noise: torch.Tensor) -> torch.Tensor:

@@ -33,10 +33,11 @@ def ddim_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
                 class_labels: Optional[torch.Tensor] = None, guidance_scale: float = 0.0,
                 generator: GeneratorLike = None, x0_clip: str = "static", progress: bool = False,
                 callback: Optional[Callback] = None, null_class: Optional[int] = None, *,
-                eta: float = 0.0) -> torch.Tensor:
+                guidance_interval: Optional[Sequence[float]] = None, eta: float = 0.0) -> torch.Tensor:
     """Run DDIM from ``noise`` (the state at ``timesteps[0]``) and return the samples ``x_0``.
 
-    The shared arguments are those of :func:`~dreamdata.sampling.ddpm.ddpm_sample`. ``eta`` in ``[0, 1]``
+    The shared arguments (and ``guidance_interval``) are those of
+    :func:`~dreamdata.sampling.ddpm.ddpm_sample`. ``eta`` in ``[0, 1]``
     scales the per-step noise (Song et al. 2021, eq. 16): 0 = deterministic DDIM (no draws from
     ``generator``), 1 = DDPM with ``beta_tilde`` (the same samples as ``ddpm_sample`` given the same
     generator, up to rounding).
@@ -47,11 +48,11 @@ def ddim_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
     if not 0.0 <= eta <= 1.0:  # also rejects NaN
         raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
     setup = prepare_sampling(network, process, noise, timesteps, class_labels, guidance_scale, generator,
-                             x0_clip, null_class)
+                             x0_clip, null_class, guidance_interval)
     alpha_bar = process.schedule.alpha_bar.tolist()  # float64 values: ratios near 1 need the digits
     x = initial_state(noise)
     for i, tau in enumerate(tqdm(setup.steps, desc="ddim", disable=not progress, leave=False)):
-        x0_hat, eps_hat = predict_x0_eps(network, process, x, tau, setup, guidance_scale, x0_clip)
+        x0_hat, eps_hat = predict_x0_eps(network, process, x, tau, setup, setup.guidance_scales[i], x0_clip)
         a_t = alpha_bar[tau]
         a_prev = alpha_bar[setup.steps[i + 1]] if i + 1 < len(setup.steps) else 1.0
         sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))  # Song et al. 2021, eq. 16

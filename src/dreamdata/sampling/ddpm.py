@@ -40,7 +40,8 @@ def ddpm_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
                 class_labels: Optional[torch.Tensor] = None, guidance_scale: float = 0.0,
                 generator: GeneratorLike = None, x0_clip: str = "static", progress: bool = False,
                 callback: Optional[Callback] = None, null_class: Optional[int] = None, *,
-                variance: Optional[str] = None) -> torch.Tensor:
+                guidance_interval: Optional[Sequence[float]] = None, variance: Optional[str] = None
+                ) -> torch.Tensor:
     """Run the ancestral reverse chain from ``noise`` (``x_T``, ``[B, C, H, W]``) and return the samples ``x_0``.
 
     Args:
@@ -64,6 +65,10 @@ def ddpm_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
             :data:`~dreamdata.sampling.common.Callback`), e.g. to record the reverse trajectory.
         null_class: label of the unconditional (null) class for guidance; ``None`` =
             ``getattr(network, "null_class", None)``.
+        guidance_interval: ``(σ_lo, σ_hi)``: apply ``guidance_scale`` only at the steps whose EDM noise level
+            ``σ_t = sqrt((1 - ᾱ_t) / ᾱ_t)`` satisfies ``σ_lo < σ_t ≤ σ_hi`` (Kynkäänniemi et al. 2024) and
+            take the conditional output, one network pass, elsewhere; ``None`` = guidance at every step
+            (see :mod:`~dreamdata.sampling.guidance`).
         variance: reverse-step variance, ``"beta_tilde"`` (posterior variance, Ho et al. eq. 7), ``"beta"``
             (Ho et al. sec. 3.2 discuss both) or ``"learned"`` (a ``learned_range`` network's, Nichol &
             Dhariwal 2021, eq. 15); ``None`` = the process's (``process.variance``).
@@ -79,7 +84,7 @@ def ddpm_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
     if variance == "learned" and not process.learned_variance:
         raise ValueError(f"variance 'learned' needs a learned_range process, not {process.variance!r}")
     setup = prepare_sampling(network, process, noise, timesteps, class_labels, guidance_scale, generator,
-                             x0_clip, null_class)
+                             x0_clip, null_class, guidance_interval)
 
     # The respaced chain's posterior in float64, from alpha_bar directly (a long jump's beta' may round to 1),
     # indexed in ascending step order j (j = 0 is the last, least noisy step).
@@ -93,7 +98,7 @@ def ddpm_sample(network: Network, process: GaussianDiffusion, noise: torch.Tenso
     count = len(setup.steps)
     for i, tau in enumerate(tqdm(setup.steps, desc="ddpm", disable=not progress, leave=False)):
         j = count - 1 - i
-        prediction = predict(network, process, x, tau, setup, guidance_scale, x0_clip)
+        prediction = predict(network, process, x, tau, setup, setup.guidance_scales[i], x0_clip)
         x0_hat = prediction.x0
         if j > 0:
             mean = coef_x0[j] * x0_hat + coef_xt[j] * x  # Ho et al. 2020, eq. 7 (posterior mean at x0_hat)

@@ -50,17 +50,19 @@ def dpm_solver_pp_2m_sample(network: Network, process: GaussianDiffusion, noise:
                             class_labels: Optional[torch.Tensor] = None, guidance_scale: float = 0.0,
                             generator: GeneratorLike = None, x0_clip: str = "static", progress: bool = False,
                             callback: Optional[Callback] = None, null_class: Optional[int] = None, *,
+                            guidance_interval: Optional[Sequence[float]] = None,
                             lower_order_final: bool = True) -> torch.Tensor:
     """Solve the probability-flow ODE from ``noise`` (the state at ``timesteps[0]``) with DPM-Solver++(2M).
 
-    The shared arguments are those of :func:`~dreamdata.sampling.ddpm.ddpm_sample`; the solver is
+    The shared arguments (and ``guidance_interval``) are those of
+    :func:`~dreamdata.sampling.ddpm.ddpm_sample`; the solver is
     deterministic, so ``generator`` is accepted for the common signature but never drawn from.
     ``lower_order_final``: with fewer than :data:`LOWER_ORDER_FINAL_BELOW` timesteps, take the step into
     the last visited index with first order (see the module docstring). Steps with a step-size ratio
     ``r < MIN_STEP_RATIO`` are first order regardless.
     """
     setup = prepare_sampling(network, process, noise, timesteps, class_labels, guidance_scale, generator,
-                             x0_clip, null_class)
+                             x0_clip, null_class, guidance_interval)
     steps = setup.steps
     alpha_bar = process.schedule.alpha_bar.tolist()  # float64 values
     alpha = [math.sqrt(alpha_bar[s]) for s in steps] + [1.0]  # appended: the clean image, sigma = 0
@@ -71,7 +73,7 @@ def dpm_solver_pp_2m_sample(network: Network, process: GaussianDiffusion, noise:
     x = initial_state(noise)
     previous_x0: Optional[torch.Tensor] = None
     for i, tau in enumerate(tqdm(steps, desc="dpm++2m", disable=not progress, leave=False)):
-        x0_hat, _ = predict_x0_eps(network, process, x, tau, setup, guidance_scale, x0_clip)
+        x0_hat, _ = predict_x0_eps(network, process, x, tau, setup, setup.guidance_scales[i], x0_clip)
         if i == len(steps) - 1:
             x_next = x0_hat  # Lu et al. 2022, Alg. 2 first-order update with sigma_next = 0, alpha_next = 1
         else:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from dreamdata.atomic import atomic_path
 from dreamdata.errors import DreamdataError
 from dreamdata.process.rng import START_STREAM, PerSampleGenerator, per_sample_noise
+from dreamdata.sampling.guidance import check_guidance_interval, step_guidance_scales
 from dreamdata.sampling.registry import get_sampler
 from dreamdata.sampling.timesteps import timestep_sequence
 
@@ -47,6 +48,7 @@ __all__ = [
     "class_directory_names",
     "generate",
     "model_source",
+    "network_evaluations_per_sample",
     "resolve_classes",
     "sampling_timesteps",
     "to_uint8",
@@ -132,6 +134,21 @@ def sampling_timesteps(process, steps: int, spacing: str = "linspace") -> torch.
                              alpha_bar=getattr(schedule, "alpha_bar", None))
 
 
+def network_evaluations_per_sample(process, steps: int, spacing: str = "linspace", guidance_scale: float = 0.0,
+                                   guidance_interval: Optional[Sequence[float]] = None) -> int:
+    """How many images the network sees per sample: one per step, two for each guided step (the conditional
+    and unconditional halves of the doubled batch); with ``guidance_interval`` only the steps whose noise
+    level lies in it are guided (see :mod:`~dreamdata.sampling.guidance`)."""
+    if guidance_scale == 0:
+        return int(steps)
+    interval = check_guidance_interval(guidance_interval)
+    if interval is None:
+        return 2 * int(steps)
+    timesteps = sampling_timesteps(process, int(steps), spacing).tolist()
+    scales = step_guidance_scales(process.schedule.alpha_bar, timesteps, guidance_scale, interval)
+    return len(timesteps) + sum(scale != 0 for scale in scales)
+
+
 def _network_device(network) -> torch.device:
     parameter = next(iter(network.parameters()), None) if hasattr(network, "parameters") else None
     return parameter.device if parameter is not None else torch.device("cpu")
@@ -143,7 +160,8 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
              batch_size: int = 64, device: Optional[torch.device | str] = None, x0_clip: str = "static",
              progress: bool = True, start_index: int = 0, indices: Optional[Sequence[int] | torch.Tensor] = None,
              on_step: Optional[StepHook] = None, start: Optional[StartSampler] = None,
-             source: Optional[str] = None, **sampler_options) -> torch.Tensor:
+             source: Optional[str] = None, guidance_interval: Optional[Sequence[float]] = None,
+             **sampler_options) -> torch.Tensor:
     """Draw ``count`` samples; returns a float32 CPU tensor ``[count, C, H, W]`` clamped to ``[-1, 1]``.
 
     A batch with NaN or inf raises :class:`NonFiniteSamplesError` naming ``source`` (e.g.
@@ -174,6 +192,10 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
             batch's per-sample start streams; ``None`` = standard normal noise (the Gaussian prior). Cold
             diffusion passes :func:`dreamdata.sampling.blur_prior.start_sampler`.
         source: what the network is, for error messages (a run's checkpoint and step).
+        guidance_interval: ``(σ_lo, σ_hi)``: guide only the steps whose EDM noise level
+            ``σ_t = sqrt((1 - ᾱ_t) / ᾱ_t)`` lies in ``σ_lo < σ_t ≤ σ_hi`` (Kynkäänniemi et al. 2024; the
+            other steps take one conditional pass); ``None`` = every step (see
+            :mod:`~dreamdata.sampling.guidance`). Gaussian samplers only.
         **sampler_options: passed to the sampler (e.g. ``eta`` for DDIM).
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -198,6 +220,7 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
     elif guidance_scale != 0:
         raise ValueError(f"guidance_scale={guidance_scale} needs class_labels (classifier-free guidance "
                          "mixes the conditional and unconditional outputs)")
+    guidance_interval = check_guidance_interval(guidance_interval)
     sample_fn = get_sampler(sampler, process)
     device = torch.device(device) if device is not None else _network_device(network)
     timesteps = sampling_timesteps(process, steps, spacing).to(device)
@@ -227,7 +250,8 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
                     on_step(_indices, i, t, x_t, x0_hat)
             images = sample_fn(network, process, noise, timesteps, class_labels=labels,
                                guidance_scale=guidance_scale, generator=generator, x0_clip=x0_clip,
-                               progress=False, callback=callback, **sampler_options)
+                               progress=False, callback=callback, guidance_interval=guidance_interval,
+                               **sampler_options)
             check_finite(images, source, network, what=f"sampling ({sampler}, {timesteps.numel()} steps)")
             out[first:stop] = images.float().clamp(-1.0, 1.0).cpu()
             bar.update(stop - first)

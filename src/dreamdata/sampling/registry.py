@@ -2,9 +2,10 @@
 
 Three families, one per kind of process. Every entry has the shared signature ``fn(network, process, start,
 timesteps, class_labels=None, guidance_scale=0.0, generator=None, x0_clip="static", progress=False,
-callback=None, null_class=None, **sampler_specific) -> Tensor``, where ``start`` is the state at
-``timesteps[0]`` (named ``noise`` by the Gaussian samplers, whose start is pure noise). Library code calls
-the functions directly.
+callback=None, null_class=None, *, guidance_interval=None, **sampler_specific) -> Tensor``, where ``start``
+is the state at ``timesteps[0]`` (named ``noise`` by the Gaussian samplers, whose start is pure noise), and
+``guidance_interval`` limits guidance to noise levels ``σ_lo < σ ≤ σ_hi`` (Gaussian samplers only; see
+:mod:`dreamdata.sampling.guidance`). Library code calls the functions directly.
 
 * :data:`SAMPLERS` - Gaussian diffusion (:class:`~dreamdata.process.gaussian.GaussianDiffusion`);
 * :data:`COLD_SAMPLERS` - deterministic degradations (:class:`~dreamdata.process.blur.GaussianBlurDegradation`);
