@@ -64,6 +64,26 @@ def guidance_scale(text: str) -> float:
     return value
 
 
+def guidance_interval(text: str) -> tuple[float, float]:
+    """``LO,HI``: the noise levels ``σ_lo < σ ≤ σ_hi`` (EDM's σ) at which classifier-free guidance is applied,
+    e.g. ``0.28,5.42`` (see :mod:`dreamdata.sampling.guidance`)."""
+    from dreamdata.sampling.guidance import check_guidance_interval
+
+    parts = text.split(",")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        values = None
+    if values is None or len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI: two noise levels sigma_lo,sigma_hi such as 0.28,5.42, "
+                                         f"got {text!r}")
+    try:
+        return check_guidance_interval(values, "LO,HI")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 <= LO < HI, both finite (guidance applies where "
+                                         f"LO < sigma <= HI), got {text!r}") from None
+
+
 def check_output_directory(path: str, option: str = "--out", file_inside: bool = False) -> None:
     """``path`` (or, with ``file_inside``, the folder ``path`` is a file in) is a directory or can be made one:
     neither it nor an existing folder above it is a file (``mkdir`` would fail with a FileExistsError

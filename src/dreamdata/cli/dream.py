@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_scale
+from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_interval, guidance_scale
 from dreamdata.errors import DreamdataError
 
 
@@ -28,6 +28,10 @@ def add_dream(subparsers) -> None:
                         help="class(es) to dream, repeatable or comma-separated (default all)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0,
                         help="classifier-free guidance scale w >= 0 (default 0: none)")
+    parser.add_argument("--guidance-interval", type=guidance_interval, default=None, metavar="LO,HI",
+                        help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
+                             "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); "
+                             "recorded in the manifest (default: guide every step)")
     parser.add_argument("--sampler", default=None, help="ddpm, ddim, dpm++2m, ... (default ddim; a GAN run: gan)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 50; not for a GAN run)")
     parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
@@ -60,16 +64,19 @@ def build_spec(args, model, classes: list[int]):
         checkpoint_sha256=file_sha256(model.checkpoint), checkpoint=str(model.checkpoint), step=model.step,
         weights="raw" if args.no_ema else "ema", class_names=list(model.class_names), classes=classes,
         per_class=args.per_class, sampler=args.sampler, steps=steps, spacing=args.spacing,
-        guidance=float(args.guidance), seed=args.seed, chunk=args.chunk, channels=int(model.network.in_channels),
+        guidance=float(args.guidance),
+        guidance_interval=None if args.guidance_interval is None else [float(v) for v in args.guidance_interval],
+        seed=args.seed, chunk=args.chunk, channels=int(model.network.in_channels),
         image_size=int(model.network.image_size), keep_top=args.keep_top,
         filter_classifier_sha256=file_sha256(args.filter_classifier) if args.filter_classifier else None)
 
 
 def _check_args(args) -> None:
     from dreamdata.cli.arguments import check_positive
-    from dreamdata.sampling.from_run import check_sampler
+    from dreamdata.sampling.from_run import check_guidance_interval_fits, check_sampler
 
     check_positive(per_class=args.per_class, steps=args.steps, batch=args.batch, chunk=args.chunk)
+    check_guidance_interval_fits(None, args.guidance, args.guidance_interval)  # the process is checked once loaded
     if args.sampler is not None:
         check_sampler(args.sampler)
     check_output_directory(args.out)
@@ -90,7 +97,8 @@ def _run_dream(args) -> int:
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.sampling.generate import resolve_classes
     from dreamdata.training.distributed import init_distributed, shutdown_distributed
-    from dreamdata.sampling.from_run import is_gan, load_for_sampling, refuse_for_gan, sampler_and_steps
+    from dreamdata.sampling.from_run import (check_guidance_interval_fits, is_gan, load_for_sampling, refuse_for_gan,
+                                             sampler_and_steps)
 
     _check_args(args)
     formats = tuple(part.strip() for part in args.format.split(",") if part.strip())
@@ -102,7 +110,9 @@ def _run_dream(args) -> int:
         if int(getattr(model.network, "num_classes", 0)) == 0:
             raise DreamdataError(f"{args.run}: the model is unconditional; dreaming a labelled dataset needs a "
                                  "class-conditional model (model.class_conditional: true)")
-        refuse_for_gan(model.process, guidance=args.guidance, spacing=args.spacing != "linspace" and args.spacing)
+        refuse_for_gan(model.process, guidance=args.guidance, guidance_interval=args.guidance_interval,
+                       spacing=args.spacing != "linspace" and args.spacing)
+        check_guidance_interval_fits(model.process, args.guidance, args.guidance_interval)
         if not is_gan(model.process):  # dreaming defaults: 50-step DDIM
             args.sampler, args.steps = args.sampler or "ddim", args.steps or 50
         args.sampler, args.steps = sampler_and_steps(model.process, args.sampler, args.steps)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_scale, non_negative_float
+from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_interval, guidance_scale
+from dreamdata.cli.arguments import non_negative_float
 from dreamdata.cli.arguments import check_positive
 from dreamdata.errors import DreamdataError
 
@@ -23,6 +24,10 @@ def add_sample(subparsers) -> None:
                         help="class(es) to sample, repeatable or comma-separated (default all)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0,
                         help="classifier-free guidance scale w >= 0 (default 0: none)")
+    parser.add_argument("--guidance-interval", type=guidance_interval, default=None, metavar="LO,HI",
+                        help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
+                             "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); the "
+                             "other steps take one conditional pass (default: guide every step)")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
                              "cold-naive for blur (cold diffusion) runs (default cold-improved)")
@@ -55,10 +60,12 @@ def add_sample(subparsers) -> None:
 
 
 def _sample_out_dir(args, model, timesteps, classes: list[int], conditional: bool) -> Path:
-    """``--out``, or ``RUN/samples/<sampler>-<S>steps-w<w>-seed<seed>-step<step>[-...]``."""
+    """``--out``, or ``RUN/samples/<sampler>-<S>steps-w<w>[-gi<lo>-<hi>]-seed<seed>-step<step>[-...]``."""
     if args.out:
         return Path(args.out).expanduser()
-    name = f"{args.sampler}-{timesteps.numel()}steps-w{args.guidance:g}-seed{args.seed}-step{model.step}"
+    name = f"{args.sampler}-{timesteps.numel()}steps-w{args.guidance:g}"
+    name += "" if args.guidance_interval is None else "-gi{:g}-{:g}".format(*args.guidance_interval)
+    name += f"-seed{args.seed}-step{model.step}"
     name += "" if args.spacing == "linspace" else f"-{args.spacing}"
     name += "" if args.eta is None else f"-eta{args.eta:g}"
     name += "" if args.start_noise is None else f"-noise{args.start_noise:g}"
@@ -118,8 +125,9 @@ def _run_sample(args) -> int:
         write_png,
         write_samples,
     )
-    from dreamdata.sampling.from_run import (check_sampler, load_for_sampling, refuse_for_gan, sampler_and_steps,
-                                             start_distribution)
+    from dreamdata.sampling.from_run import (check_guidance_interval_fits, check_sampler, load_for_sampling,
+                                             refuse_for_gan, sampler_and_steps, start_distribution)
+    from dreamdata.sampling.generate import network_evaluations_per_sample
     from dreamdata.sampling.thresholding import X0_CLIPS
 
     check_positive(n=args.n, steps=args.steps, batch=args.batch, trajectory=args.trajectory,
@@ -132,6 +140,7 @@ def _run_sample(args) -> int:
         raise DreamdataError(f"--eta must lie in [0, 1], got {args.eta:g}")
     if args.x0_clip not in X0_CLIPS:
         raise DreamdataError(f"--x0-clip {args.x0_clip!r}: expected one of {', '.join(X0_CLIPS)}")
+    check_guidance_interval_fits(None, args.guidance, args.guidance_interval)  # before loading the model
     grid_only = bool(args.out) and Path(args.out).suffix.lower() == ".png"
     if args.out:  # a .png grid goes into its parent directory
         check_output_directory(args.out, file_inside=grid_only)
@@ -140,11 +149,14 @@ def _run_sample(args) -> int:
                              "--trajectory/--forward-strip")
     model, device = load_for_sampling(args.run, args.device, use_ema=not args.no_ema)
     network, process = model.network, model.process
-    refuse_for_gan(process, guidance=args.guidance, eta=args.eta, from_test=args.from_test,
-                   forward_strip=args.forward_strip, trajectory=args.trajectory,
+    refuse_for_gan(process, guidance=args.guidance, guidance_interval=args.guidance_interval, eta=args.eta,
+                   from_test=args.from_test, forward_strip=args.forward_strip, trajectory=args.trajectory,
                    spacing=args.spacing != "linspace" and args.spacing,
                    x0_clip=args.x0_clip != "static" and args.x0_clip)
     args.sampler, args.steps = sampler_and_steps(process, args.sampler, args.steps, start_noise=args.start_noise)
+    check_guidance_interval_fits(process, args.guidance, args.guidance_interval)
+    if args.from_test is not None and args.guidance_interval is not None:
+        raise DreamdataError("--guidance-interval does not apply to --from-test (restoration guides every step)")
     if args.from_test is not None:
         return _run_restore(args, model, device)
     conditional = int(getattr(network, "num_classes", 0)) > 0
@@ -176,6 +188,7 @@ def _run_sample(args) -> int:
     start, start_noise = start_distribution(model, args.sampler, args.start_noise)
     images = generate(network, process, labels if conditional else None, labels.numel(), args.seed,
                       sampler=args.sampler, steps=args.steps, spacing=args.spacing, guidance_scale=args.guidance,
+                      guidance_interval=args.guidance_interval,
                       batch_size=args.batch, device=device, x0_clip=args.x0_clip, progress=True,
                       indices=indices, on_step=recorder, start=start, source=model_source(model),
                       **({} if args.eta is None else {"eta": args.eta}))
@@ -202,7 +215,11 @@ def _run_sample(args) -> int:
         "command": "sample", "run": str(model.checkpoint.parent.parent), "checkpoint": str(model.checkpoint),
         "step": model.step, "weights": "raw" if args.no_ema else "ema", "sampler": args.sampler,
         "steps": timesteps.numel(), "spacing": args.spacing, "timesteps": timesteps.tolist(), "eta": args.eta,
-        "x0_clip": args.x0_clip, "guidance": args.guidance, "seed": args.seed, "n": args.n,
+        "x0_clip": args.x0_clip, "guidance": args.guidance,
+        "guidance_interval": None if args.guidance_interval is None else list(args.guidance_interval),
+        "network_evaluations_per_sample": network_evaluations_per_sample(
+            process, timesteps.numel(), args.spacing, args.guidance if conditional else 0.0, args.guidance_interval),
+        "seed": args.seed, "n": args.n,
         "classes": names if conditional else None, "class_indices": classes if conditional else None,
         "sample_index": "k * num_classes + class (k = position within the class)",
         "batch": args.batch, "device": str(device), "trajectory": args.trajectory,

@@ -3,7 +3,8 @@
 ``DIR/manifest.json`` holds
 
 * ``spec`` - everything that determines the images: the checkpoint's SHA-256 (and path, step, weights),
-  the classes, images per class, sampler, steps, spacing, guidance, seed, chunk size, filtering. Two
+  the classes, images per class, sampler, steps, spacing, guidance (and its noise-level interval), seed,
+  chunk size, filtering. Two
   runs with equal specs write the same images, which is what makes resuming safe;
 * ``status`` - ``incomplete`` while chunks are being generated, ``complete`` once the dataset files are
   written; and, when complete, ``counts`` per class, ``seconds`` of generation, the files written.
@@ -58,6 +59,9 @@ class DreamSpec:
     chunk: int  # images per chunk file
     channels: int
     image_size: int
+    # guidance only at noise levels sigma_lo < sigma <= sigma_hi (Kynkäänniemi et al. 2024); None = every step.
+    # Manifests from before the option have no such key, which compares equal to None, so they still resume.
+    guidance_interval: list[float] | None = None
     keep_top: float | None = None  # keep this fraction per class, by the filter classifier's confidence
     filter_classifier_sha256: str | None = None
     sample_index: str = field(default="k * num_classes + class (k = position within the class)")

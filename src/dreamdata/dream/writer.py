@@ -99,7 +99,8 @@ def dream_chunks(model, spec: DreamSpec, out_dir: Path, context: DistributedCont
         started = time.perf_counter()
         images = generate(model.network, model.process, labels[rows], len(labels[rows]), spec.seed,
                           sampler=spec.sampler, steps=spec.steps, spacing=spec.spacing,
-                          guidance_scale=spec.guidance, batch_size=batch_size, device=device, progress=progress,
+                          guidance_scale=spec.guidance, guidance_interval=spec.guidance_interval,
+                          batch_size=batch_size, device=device, progress=progress,
                           indices=indices[rows], source=model_source(model), **sampler_options)
         pixels = to_uint8(images).permute(0, 2, 3, 1).contiguous().numpy()
         _save_npz(path, images=pixels, labels=labels[rows].numpy(), positions=positions[rows].numpy(),

@@ -18,8 +18,8 @@ import torch
 from dreamdata.errors import DreamdataError
 from dreamdata.training.pretrained import TrainedModel, load_trained
 
-__all__ = ["check_sampler", "is_gan", "load_for_sampling", "refuse_for_gan", "run_directory", "sampler_and_steps",
-           "start_distribution"]
+__all__ = ["check_guidance_interval_fits", "check_sampler", "is_gan", "load_for_sampling", "refuse_for_gan",
+           "run_directory", "sampler_and_steps", "start_distribution"]
 
 
 def load_for_sampling(run: str | Path, device: str = "auto", use_ema: bool = True, local_rank: int = 0
@@ -64,6 +64,21 @@ def refuse_for_gan(process, **given) -> None:
             option = "--" + name.replace("_", "-")
             raise DreamdataError(f"{option}: this is a GAN run, which samples in one generator pass "
                                  f"(x = G(z, y)); {option} applies to diffusion runs only")
+
+
+def check_guidance_interval_fits(process, guidance: float, interval, option: str = "--guidance-interval") -> None:
+    """A :class:`DreamdataError` for a guidance interval that cannot apply: without guidance (``w = 0``) or for
+    a process without Gaussian noise levels (blur); ``interval=None`` always fits, and ``process=None`` checks
+    only the guidance (before a model is loaded). A GAN run is refused by :func:`refuse_for_gan`."""
+    if interval is None:
+        return
+    shown = ",".join(f"{value:g}" for value in interval)
+    if guidance == 0:
+        raise DreamdataError(f"{option} {shown}: says at which noise levels to apply guidance, but the guidance "
+                             "scale is 0 (give --guidance w > 0, or drop the interval)")
+    if process is not None and getattr(getattr(process, "schedule", None), "alpha_bar", None) is None:
+        raise DreamdataError(f"{option} {shown}: the interval is in Gaussian noise levels sigma, and this "
+                             f"run's process ({type(process).__name__}) has none")
 
 
 def sampler_and_steps(process, sampler: Optional[str], steps: Optional[int], gaussian_steps: int = 100,

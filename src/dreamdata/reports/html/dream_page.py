@@ -42,12 +42,14 @@ def add_dream_digest(page: Page, out_dir: Path, name: str, full: bool = False) -
         page.missing(f"the set is {manifest.get('status', 'incomplete')}: {done} of {chunks} chunks dreamed; "
                      "re-running the same `dreamdata dream` command finishes it")
     checkpoint = str(spec.get("checkpoint_sha256", ""))[:16]
+    interval = spec.get("guidance_interval")
+    where = f" at {interval[0]:g} < σ ≤ {interval[1]:g}" if isinstance(interval, list) and len(interval) == 2 else ""
     page.pairs([
         ("status", manifest.get("status", "?")),
         ("model", f"{spec.get('checkpoint', '?')} (step {spec.get('step', '?')}, {spec.get('weights', '?')} "
                   f"weights, sha256 {checkpoint}…)"),
         ("sampling", f"{spec.get('sampler', '?')}, {spec.get('steps', '?')} steps, {spec.get('spacing', '?')} "
-                     f"spacing, guidance w = {spec.get('guidance', '?')}, seed {spec.get('seed', '?')}"),
+                     f"spacing, guidance w = {spec.get('guidance', '?')}{where}, seed {spec.get('seed', '?')}"),
         ("images", f"{spec.get('per_class', '?')} per class asked, {manifest.get('total', '?')} kept; "
                    f"{spec.get('channels', '?')} x {spec.get('image_size', '?')} x {spec.get('image_size', '?')}"),
         ("time", f"{manifest['seconds']:.1f} s" if isinstance(manifest.get("seconds"), (int, float)) else "(n/a)"),
