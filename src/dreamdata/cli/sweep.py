@@ -50,7 +50,9 @@ def _print_plan(report: dict) -> None:
               f"(forward {arm['forward_images_per_s']} img/s here) -> {arm['run_dir']}")
         for cell in arm["cells"]:
             s = cell["sampling"]
-            print(f"    cell {s['sampler']} {s['steps']} steps, w={s['guidance']}, spacing {s['spacing']}"
+            interval = s.get("guidance_interval")
+            where = f" at {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
+            print(f"    cell {s['sampler']} {s['steps']} steps, w={s['guidance']}{where}, spacing {s['spacing']}"
                   f" x {cell['checkpoints']} checkpoint(s): {cell['network_evaluations']:,} network "
                   f"evaluations, ~{cell['cpu_minutes']} CPU min")
     print(f"total: {len(report['arms'])} arms, {report['total_cells']} cells, "

@@ -98,7 +98,7 @@ class CellScorer:
         from dreamdata.evaluation.generated import balanced_labels
         from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images
         from dreamdata.sampling.from_run import start_distribution
-        from dreamdata.sampling.generate import TrajectoryRecorder, generate, to_uint8
+        from dreamdata.sampling.generate import TrajectoryRecorder, generate, network_evaluations_per_sample, to_uint8
         from dreamdata.training.pretrained import load_trained
 
         from dreamdata.training.run_dir import read_metrics
@@ -120,11 +120,14 @@ class CellScorer:
         options = {} if s["eta"] is None else {"eta": float(s["eta"])}
         started = time.perf_counter()
         images = generate(network, process, labels, e.n, e.seed, sampler=s["sampler"], steps=int(s["steps"]),
-                          spacing=s["spacing"], guidance_scale=guidance, batch_size=e.batch, device=self.device,
+                          spacing=s["spacing"], guidance_scale=guidance, guidance_interval=s.get("guidance_interval"),
+                          batch_size=e.batch, device=self.device,
                           x0_clip=s["x0_clip"], progress=True, on_step=recorder, start=start, **options)
         sampling_seconds = time.perf_counter() - started
         pixels = to_uint8(images)
-        evaluations = e.n * int(s["steps"]) * (2 if conditional and guidance != 0 else 1)
+        # two evaluations per guided step (the doubled batch), one per other step
+        evaluations = e.n * network_evaluations_per_sample(process, int(s["steps"]), s["spacing"], guidance,
+                                                           s.get("guidance_interval"))
         result: dict[str, Any] = {
             "n": e.n, "network_evaluations": evaluations, "checkpoint": str(checkpoint),
             "images_seen": cell.checkpoint_step * model.config.train.batch_size,

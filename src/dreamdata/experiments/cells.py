@@ -88,7 +88,12 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
     """One cell's sampling settings for an arm: per-process values picked, the default sampler and
     ``steps: null`` (every step T) filled in, steps capped at T, guidance 0 for an unconditional arm. A GAN
     arm samples in one generator pass whatever the diffusion settings say (sampler ``gan``, 1 step, w = 0),
-    so one sweep can hold diffusion and GAN arms side by side."""
+    so one sweep can hold diffusion and GAN arms side by side.
+
+    ``guidance_interval`` is kept (as ``[lo, hi]`` floats) only where it changes the samples - a guided
+    Gaussian cell; otherwise it is dropped, so a cell without one has exactly the settings, the key and
+    the result line it had before the key existed. A blur arm, whose process has no noise levels σ, is
+    refused an interval (give a per-process value such as ``{gaussian: [0.28, 5.42], blur: null}``)."""
     from dreamdata.sampling.from_run import is_gan, sampler_and_steps
 
     resolved = {}
@@ -100,6 +105,7 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
                 raise ConfigError(f"sampling {key!r} = {value!r} has no value for a {process_kind} process")
             value = value[process_kind]
         resolved[key] = value
+    interval = resolved.pop("guidance_interval", None)
     if is_gan(process):
         resolved.update(sampler="gan", steps=1, guidance=0.0)
         return resolved
@@ -108,13 +114,21 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
     resolved["sampler"], resolved["steps"] = sampler, min(int(steps), num_steps)
     if not conditional:
         resolved["guidance"] = 0.0
+    if interval is not None and float(resolved["guidance"]) != 0:
+        if getattr(getattr(process, "schedule", None), "alpha_bar", None) is None:
+            raise ConfigError(f"sampling 'guidance_interval' = {interval!r} is in Gaussian noise levels sigma, and "
+                              f"a {process_kind} process has none (use {{gaussian: {interval!r}, {process_kind}: "
+                              "null}})")
+        resolved["guidance_interval"] = [float(value) for value in interval]
     return resolved
 
 
 def cell_slug(sampling: dict[str, Any]) -> str:
-    """A readable, unique folder name for resolved sampling settings: the sampler, steps and guidance,
-    then every other setting that is not at its default."""
+    """A readable, unique folder name for resolved sampling settings: the sampler, steps and guidance (and
+    its interval, ``-gi<lo>-<hi>``), then every other setting that is not at its default."""
     slug = f"{sampling['sampler']}-{sampling['steps']}steps-w{float(sampling['guidance']):g}"
+    if sampling.get("guidance_interval") is not None:
+        slug += "-gi{:g}-{:g}".format(*sampling["guidance_interval"])
     for key in ("spacing", "eta", "x0_clip", "start_noise"):
         if sampling.get(key) != SAMPLING_DEFAULTS[key]:
             slug += f"-{key.replace('_', '')}{sampling[key]}"

@@ -57,6 +57,7 @@ def _network_and_rate(arm: Arm, data_cache: dict, batch: int = 32, repeats: int 
 def estimate_sweep(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
     """Per arm: training images and minutes, checkpoints scored, cells with network evaluations and minutes."""
     from dreamdata.process import build_process
+    from dreamdata.sampling.generate import network_evaluations_per_sample
 
     data_cache: dict = {}
     report: dict[str, Any] = {"arms": [], "total_network_evaluations": 0, "total_cpu_minutes": 0.0}
@@ -80,8 +81,10 @@ def estimate_sweep(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
             sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process, conditional)
             if any(c["sampling"] == sampling for c in cells):  # e.g. guidance values of an unconditional arm
                 continue
-            guided = conditional and float(sampling["guidance"]) != 0
-            evaluations = sweep.evaluation.n * sampling["steps"] * (2 if guided else 1) * checkpoints
+            guidance = float(sampling["guidance"]) if conditional else 0.0
+            per_sample = network_evaluations_per_sample(process, sampling["steps"], sampling["spacing"], guidance,
+                                                        sampling.get("guidance_interval"))  # 2 per guided step
+            evaluations = sweep.evaluation.n * per_sample * checkpoints
             cells.append({"sampling": sampling, "checkpoints": checkpoints, "network_evaluations": evaluations,
                           "cpu_minutes": round(evaluations / rate / 60, 1)})
         arm_evaluations = sum(c["network_evaluations"] for c in cells)

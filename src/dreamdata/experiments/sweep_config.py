@@ -13,6 +13,7 @@ file is YAML with these keys::
       - {name: cosine, process.schedule: cosine}   # or {name: ..., run: DIR} for a run trained elsewhere
     sampling:                        # the fixed sampling settings (every cell), see SAMPLING_DEFAULTS
       guidance: 1.8
+      guidance_interval: [0.28, 5.42]  # guide only at noise levels 0.28 < sigma <= 5.42 (null: every step)
     sampling_axes:                   # sampling key -> values; every combination x checkpoint is one cell
       sampler: [ddpm]
       steps: [500, 100]
@@ -23,7 +24,10 @@ file is YAML with these keys::
     evaluation: {n: 2000, ref_split: test, ref_n: 2000}
     figures: {loss_skip_first: 0, loss_log: false}
 
-An unconditional arm samples every cell with w = 0, so cells that differ only in guidance collapse into one.
+An unconditional arm samples every cell with w = 0, so cells that differ only in guidance collapse into one
+(and so does a guidance interval at w = 0). ``guidance_interval: [lo, hi]`` applies the guidance only at EDM
+noise levels ``lo < sigma <= hi`` (Kynkäänniemi et al. 2024, see :mod:`dreamdata.sampling.guidance`); left
+out or null, a cell is exactly what it was before the key existed (same key, same result line).
 A sampling value may also be a mapping from process kind to value (``sampler: {gaussian: ddim, blur:
 cold-improved}``), so arms with different processes share one sweep. ``steps: null`` means every step T.
 """
@@ -56,6 +60,7 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
     "steps": 100,  # None: every step T
     "spacing": "linspace",
     "guidance": 0.0,
+    "guidance_interval": None,  # [sigma_lo, sigma_hi]: guide only where sigma_lo < sigma <= sigma_hi (None: every step)
     "eta": None,  # DDIM's eta (ddim only)
     "x0_clip": "static",
     "start_noise": None,  # blur runs: start noise std (None = the run's own)
@@ -188,6 +193,13 @@ def _check_sampling(origin: str, settings: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{origin}: sampling key {key!r} = {option!r}: expected a finite number")
             if key == "guidance" and option is not None and not (isinstance(option, (int, float)) and option >= 0):
                 raise ConfigError(f"{origin}: guidance {option!r}: expected a number >= 0")
+            if key == "guidance_interval":
+                from dreamdata.sampling.guidance import check_guidance_interval
+
+                try:
+                    check_guidance_interval(option, "guidance_interval")
+                except ValueError as error:
+                    raise ConfigError(f"{origin}: {error}") from None
             if key == "steps" and option is not None and not (isinstance(option, int) and option >= 1):
                 raise ConfigError(f"{origin}: steps {option!r}: expected a positive integer or null (every step)")
     resolved = {**SAMPLING_DEFAULTS, **settings}

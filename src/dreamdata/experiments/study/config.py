@@ -52,6 +52,9 @@ class StudyDreamConfig:
     sampler: str = "ddim"
     steps: int = 25
     guidance: float = 1.0
+    # [sigma_lo, sigma_hi]: guide only at noise levels sigma_lo < sigma <= sigma_hi (Kynkäänniemi et al. 2024,
+    # EDM's sigma = sqrt((1 - alpha_bar) / alpha_bar)); None = every step
+    guidance_interval: list[float] | None = None
     seed: int = 0
     batch: int = 250
     chunk: int = 500
@@ -99,6 +102,16 @@ def validate_study(config: StudyConfig) -> None:
     if not config.dream.guidance >= 0:
         raise ConfigError(f"config key dream.guidance: expected a guidance scale w >= 0 (0 = no guidance), got "
                           f"{config.dream.guidance}")
+    if config.dream.guidance_interval is not None:
+        from dreamdata.sampling.guidance import check_guidance_interval
+
+        try:
+            check_guidance_interval(config.dream.guidance_interval, "config key dream.guidance_interval")
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if config.dream.guidance == 0:
+            raise ConfigError(f"config key dream.guidance_interval: {config.dream.guidance_interval} says at which "
+                              "noise levels to guide, but dream.guidance is 0 (set it > 0, or the interval to null)")
     if config.dream.keep_top is not None and not 0 < config.dream.keep_top <= 1:
         raise ConfigError(f"config key dream.keep_top: expected 0 < fraction <= 1, got {config.dream.keep_top}")
 

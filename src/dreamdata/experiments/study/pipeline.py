@@ -74,12 +74,13 @@ def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, 
     d = config.dream
     model = load_trained(generator_dir, device=device)
     # a GAN generator (generator.config: gan) dreams in one pass: the diffusion sampler settings do not apply
-    sampler, steps, guidance = (("gan", 1, 0.0) if is_gan(model.process) else
-                                (d.sampler, min(d.steps, model.process.num_steps), d.guidance))
+    sampler, steps, guidance, interval = (("gan", 1, 0.0, None) if is_gan(model.process) else
+                                          (d.sampler, min(d.steps, model.process.num_steps), d.guidance,
+                                           d.guidance_interval))
     spec = DreamSpec(checkpoint_sha256=file_sha256(model.checkpoint), checkpoint=str(model.checkpoint),
                      step=model.step, weights="ema", class_names=list(model.class_names),
                      classes=list(range(len(model.class_names))), per_class=d.per_class[index], sampler=sampler,
-                     steps=steps, spacing="linspace", guidance=guidance,
+                     steps=steps, spacing="linspace", guidance=guidance, guidance_interval=interval,
                      seed=d.seed, chunk=d.chunk, channels=int(model.network.in_channels),
                      image_size=int(model.network.image_size), keep_top=d.keep_top,
                      filter_classifier_sha256=file_sha256(filter_path) if filter_path else None)
