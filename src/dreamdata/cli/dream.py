@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 from pathlib import Path
 
 from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_interval, guidance_scale
@@ -18,8 +19,10 @@ def add_dream(subparsers) -> None:
                     "sampler, steps, guidance, seed, counts, time). Images are written in chunks; re-running the "
                     "same command after an interruption finishes the set, and re-running it with a larger --per-class "
                     "grows the set (the images already dreamed are kept). Under torchrun the chunks are shared "
-                    "among the processes and the dataset is the same whatever their number. Image k of class c "
-                    "is seeded from (--seed, k * num_classes + c), as in `dreamdata sample`.")
+                    "among the processes and the dataset is the same whatever their number; on a CPU, --workers starts "
+                    "local worker processes that share them the same way (auto: one per core). Image k of class c "
+                    "is seeded from (--seed, k * num_classes + c), as in `dreamdata sample`. The run's images/s "
+                    "and layout (processes x threads) are printed and recorded in manifest.json.")
     parser.add_argument("run", help="run directory or .safetensors checkpoint")
     parser.add_argument("--per-class", type=int, required=True, help="images per class")
     parser.add_argument("--out", required=True,
@@ -46,6 +49,10 @@ def add_dream(subparsers) -> None:
     parser.add_argument("--filter-classifier", metavar="PATH",
                         help="classifier .safetensors from `dreamdata classifier` (trained on real data)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", default="auto", metavar="auto|N",
+                        help="CPU worker processes sharing the chunks, each with its share of the threads (default "
+                             "auto: one per thread of torch's thread budget, i.e. one per core unless "
+                             "OMP_NUM_THREADS says less; 1 = this process with all its threads; on a GPU, 1)")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--max-chunks", type=int, help=argparse.SUPPRESS)  # tests: stop after N chunks
     parser.set_defaults(handler=_run_dream)
@@ -71,11 +78,21 @@ def build_spec(args, model, classes: list[int]):
         filter_classifier_sha256=file_sha256(args.filter_classifier) if args.filter_classifier else None)
 
 
+def _throughput(result) -> str:
+    """``N images in S s = R images/s (P processes x T threads)``, or that nothing was dreamed."""
+    if not result.dreamed_now:
+        return "no image dreamed now (the chunks were there already)"
+    return (f"{result.dreamed_now} images in {result.seconds:.1f} s = {result.images_per_second:.2f} images/s "
+            f"({result.layout.describe()})")
+
+
 def _check_args(args) -> None:
     from dreamdata.cli.arguments import check_positive
+    from dreamdata.dream.workers import parse_workers
     from dreamdata.sampling.from_run import check_guidance_interval_fits, check_sampler
 
     check_positive(per_class=args.per_class, steps=args.steps, batch=args.batch, chunk=args.chunk)
+    args.workers = parse_workers(args.workers)
     check_guidance_interval_fits(None, args.guidance, args.guidance_interval)  # the process is checked once loaded
     if args.sampler is not None:
         check_sampler(args.sampler)
@@ -103,6 +120,9 @@ def _run_dream(args) -> int:
     _check_args(args)
     formats = tuple(part.strip() for part in args.format.split(",") if part.strip())
     kind = "cuda" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    from dreamdata.dream.workers import check_workers
+
+    check_workers(args.workers, kind, int(os.environ.get("WORLD_SIZE", "1")))  # before anything is written
     context = init_distributed(kind)
     try:
         model, device = load_for_sampling(args.run, args.device, use_ema=not args.no_ema,
@@ -128,15 +148,20 @@ def _run_dream(args) -> int:
                                  spec.image_size)  # fail before dreaming, not after
         run_info = {"dreamdata": __version__, "torch": torch.__version__, "device": str(device),
                     "world_size": context.world_size, "batch": args.batch}
-        started = time.perf_counter()
-        result = dream_dataset(model, spec, args.out, formats=formats, context=context, batch_size=args.batch,
-                               device=device, progress=context.is_main, filter_classifier=classifier,
-                               max_chunks=args.max_chunks, run_info=run_info,
-                               barrier=dist.barrier if context.enabled else (lambda: None))
+        try:
+            result = dream_dataset(model, spec, args.out, formats=formats, context=context, batch_size=args.batch,
+                                   device=device, progress=context.is_main, filter_classifier=classifier,
+                                   max_chunks=args.max_chunks, run_info=run_info, workers=args.workers,
+                                   barrier=dist.barrier if context.enabled else (lambda: None))
+        except KeyboardInterrupt:
+            if context.is_main:
+                print(f"dreamdata dream: interrupted; the chunks already written to {args.out} are kept, re-run "
+                      "the same command to finish", file=sys.stderr)
+            raise
         if context.is_main:
             state = "complete" if result.complete else "incomplete (re-run the same command to finish)"
             print(f"dream: {result.out_dir}: {result.chunks_done}/{result.chunks_total} chunks, {state}; "
-                  f"{result.dreamed_now} images dreamed by rank 0 in {time.perf_counter() - started:.1f} s")
+                  f"{_throughput(result)}")
             from dreamdata.reports.html import write_report_or_warn
 
             write_report_or_warn(result.out_dir)
