@@ -258,7 +258,8 @@ classifier_steps: [{classifier_steps}]
 def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
     real, _ = pattern_npzs
     config = write_tiny_study(tmp_path, real, "tiny-study", budget="minutes: [0.02]",
-                              dream="{per_class: [3], steps: 3, batch: 9, chunk: 5}", seeds=2, classifier_steps=4)
+                              dream="{per_class: [3], steps: 3, batch: 9, chunk: 5, workers: 2}", seeds=2,
+                              classifier_steps=4)
     assert main(["study", str(config), "--dry-run"]) == 0
     assert main(["study", str(config)]) == 0
     study = tmp_path / "runs" / "tiny-study"
@@ -267,6 +268,8 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
         assert (study / name).is_file(), name
     summary = json.loads((study / "summary.json").read_text())
     assert summary["per_k"]["4"]["synthetic_images"] == 9 and summary["per_k"]["4"]["real_images"] == 12
+    dreaming = summary["per_k"]["4"]["dreaming"]  # dream.workers: 2 processes share the 2 chunks
+    assert (dreaming["images"], dreaming["layout"]) == (9, "2 processes x 1 thread")
     # npz: data: the classifiers are not flipped (the dataset default), and both reports say so
     assert "horizontal flips off (the default for npz: data)" in (study / "summary.md").read_text()
     assert "horizontal flips off" in (study / "K4" / "augment" / "summary.md").read_text()
@@ -278,6 +281,9 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
         load_study_config(str(config), ["generator.minutes=[1, 2]"])
     with pytest.raises(ConfigError, match="generator.steps"):
         load_study_config(str(config), ["generator.steps=[1, 2]"])
+    for bad in ("0", "two"):
+        with pytest.raises(ConfigError, match="dream.workers: expected auto or a positive number"):
+            load_study_config(str(config), [f"dream.workers={bad}"])
 
 
 @pytest.mark.parametrize("name", ["study-fmnist.yaml", "study-cifar10.yaml", "study-fmnist-gan.yaml"])

@@ -59,6 +59,9 @@ class StudyDreamConfig:
     batch: int = 250
     chunk: int = 500
     keep_top: float | None = None  # filter by a classifier trained on the K real images (None = no filter)
+    # CPU worker processes sharing the chunks (`dream --workers`): auto = one per thread of the study's thread
+    # budget (num_threads, else all cores), each with one thread; 1 = the study's process with all its threads
+    workers: int | str = "auto"
 
 
 @dataclass
@@ -112,6 +115,10 @@ def validate_study(config: StudyConfig) -> None:
         if config.dream.guidance == 0:
             raise ConfigError(f"config key dream.guidance_interval: {config.dream.guidance_interval} says at which "
                               "noise levels to guide, but dream.guidance is 0 (set it > 0, or the interval to null)")
+
+    from dreamdata.dream.workers import parse_workers
+
+    parse_workers(config.dream.workers, "config key dream.workers")
     if config.dream.keep_top is not None and not 0 < config.dream.keep_top <= 1:
         raise ConfigError(f"config key dream.keep_top: expected 0 < fraction <= 1, got {config.dream.keep_top}")
 

@@ -66,6 +66,7 @@ def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callab
 def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, device: torch.device,
            filter_path: Path | None) -> dict:
     from dreamdata.dream.manifest import DreamSpec, file_sha256
+    from dreamdata.dream.workers import parse_workers
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.training.pretrained import load_trained
 
@@ -89,8 +90,9 @@ def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, 
         from dreamdata.classify.checkpoint import load_classifier
 
         classifier = load_classifier(filter_path, device=device)
+    # the fast layout on a CPU: one process per thread of the study's budget (num_threads), see dream.workers
     dream_dataset(model, spec, out_dir, batch_size=d.batch, device=device, progress=False,
-                  filter_classifier=classifier)
+                  filter_classifier=classifier, workers=parse_workers(d.workers, "config key dream.workers"))
     return json.loads((out_dir / "manifest.json").read_text())
 
 
@@ -159,6 +161,10 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         started = time.perf_counter()
         log(f"study K={k_label(k)}: dreaming {config.dream.per_class[index]} images per class")
         manifest = _dream(config, index, k_dir / "generator", k_dir / "synthetic", device, filter_path)
+        dreaming = manifest.get("dreaming") or {}
+        if dreaming.get("images"):
+            log(f"study K={k_label(k)}: dreamed {dreaming['images']} images at {dreaming['images_per_second']:.2f} "
+                f"images/s ({dreaming['layout']})")
         timings["dream_s"] = round(time.perf_counter() - started, 1)
 
         expected = file_sha256(ckpt.latest_checkpoint(k_dir / "generator"))
@@ -171,5 +177,6 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         write_text_atomic(k_dir / "timings.json", json.dumps(timings, indent=2) + "\n")
         per_k[k_label(k)] = {"summary": summary, "real_per_class": k, "real_images": len(real),
                              "synthetic_images": len(synthetic), "dream_seconds": manifest.get("seconds"),
+                             "dreaming": manifest.get("dreaming"),
                              "timings": timings}
     return write_study_report(study_dir, config, per_k)
