@@ -7,12 +7,24 @@ A CPU can dream in two layouts:
 * **processes** - one process per core with one thread each, each dreaming its own share of the chunks;
   nothing is waited for until the last chunk.
 
-On this project's 2-core CPU the processes layout dreams faster (``benchmarks/dream_layout.py``, the demo
-UNet at the study's settings; numbers in BENCHMARKS.md, *Dreaming throughput*):
+Measured on this project's 2-core CPU (``benchmarks/dream_layout.py --per-class 20 --chunk 100 --batch 100
+--repeats 3``: the demo UNet, DDIM 25 steps, guidance 1.5, 200 images a run, median of 3; BENCHMARKS.md,
+*Dreaming throughput*), while another job (a study) kept both cores busy:
 
-MEASUREMENT_TABLE
+======================  ========  ====================================================
+layout                  images/s  CPU per core used
+======================  ========  ====================================================
+1 process x 2 threads   1.53      0.50 (torch's default: what ``dream`` did before)
+2 processes x 1 thread  4.05      0.50 (``auto``)
+1 process x 1 thread    4.40      0.99
+======================  ========  ====================================================
 
-so the rule ``auto`` applies is: **on a CPU, one process per thread of the caller's thread budget**
+The threads of one process lose most (2.6x slower than two processes): at every op each waits for the
+other, so whichever thread the scheduler has put off holds both up. Two processes never wait for each
+other; with the other job taking about a core they shared the one left and came within 8% of one thread
+alone (the workers' start-up, ~3 s, is in their wall time); on an idle CPU each would have a core of its
+own (not measured: the box was never idle during this work). Processes are never far from the best layout
+measured and threads are far from it, so the rule ``auto`` applies is: **on a CPU, one process per thread of the caller's thread budget**
 (``torch.get_num_threads()``: all cores by default; ``OMP_NUM_THREADS``, ``torch.set_num_threads`` or a
 study's ``num_threads`` lower it), **no more processes than chunks left to dream**, and the threads split
 evenly among them (a last single chunk is dreamed by one process with every thread). A budget of one
