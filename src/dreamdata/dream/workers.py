@@ -206,6 +206,11 @@ def _stop(workers) -> None:
 
 
 def _interrupted(signum, frame) -> None:
+    """A worker's SIGTERM and SIGINT: raise KeyboardInterrupt once, and ignore the signals that follow (Ctrl-C
+    reaches a worker and then the parent's stop does), so a second one cannot cut the unwinding short - which
+    is where a chunk being written removes its temporary file."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -214,6 +219,8 @@ def _worker(rank: int, threads: int, spec, out_dir: str, chunks: list[int], batc
     """One worker process: load the spec's checkpoint, dream ``chunks``, report ``(rank, error or None)``."""
     error: DreamdataError | None = None
     signal.signal(signal.SIGTERM, _interrupted)  # the parent's stop (_stop) unwinds like Ctrl-C
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a parent that ignores Ctrl-C: so do its workers
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         torch.set_num_threads(threads)
         from dreamdata.dream.manifest import file_sha256
