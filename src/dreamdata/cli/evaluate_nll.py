@@ -52,7 +52,7 @@ def run_nll(args) -> int:
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
     from dreamdata.cli.evaluate import _check_run_fits_reference, _reference_data
-    from dreamdata.evaluation.likelihood import nll_bits_per_dim
+    from dreamdata.evaluation.likelihood import nll_bits_per_dim, nll_folder_name
     from dreamdata.evaluation.sources import load_reference
     from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.reports.likelihood import plot_vlb_terms
@@ -82,8 +82,7 @@ def run_nll(args) -> int:
                    "step": model.step, "reference": reference.source, "split": args.ref_split,
                    "weights": "raw" if args.no_ema else "ema", "device": str(device), "dreamdata": __version__,
                    "torch": torch.__version__})
-    steps = f"{result['nll_steps']}steps" if result["estimate"] else "allsteps"
-    folder = f"nll-{steps}-n{args.n}-seed{args.seed}-step{model.step}"
+    folder = nll_folder_name(args.nll_steps, model.process.num_steps, args.n, args.seed, model.step)
     out = Path(args.out) if args.out else model.checkpoint.parent.parent / "eval" / folder / "nll.json"
     write_text_atomic(out, finite_dumps(result, indent=2) + "\n")
     figure = plot_vlb_terms(result, out.with_suffix(".png"))

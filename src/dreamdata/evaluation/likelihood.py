@@ -29,7 +29,7 @@ import torch
 from dreamdata.process.rng import GeneratorLike, PerSampleGenerator, randn_like
 from dreamdata.sampling.thresholding import clip_x0
 
-__all__ = ["VLBTerms", "nll_bits_per_dim", "nll_timesteps", "vlb_terms"]
+__all__ = ["VLBTerms", "nll_bits_per_dim", "nll_folder_name", "nll_timesteps", "vlb_terms"]
 
 
 class VLBTerms(NamedTuple):
@@ -38,6 +38,13 @@ class VLBTerms(NamedTuple):
     prior: torch.Tensor  # L_T per image [B]
     kl: torch.Tensor  # L_t per image at each evaluated t >= 1 [B, K]
     decoder: torch.Tensor  # L_0 per image [B]
+
+
+def nll_folder_name(nll_steps: Optional[int], num_steps: int, n: int, seed: int, step: int) -> str:
+    """The folder under ``RUN/eval/`` that holds the bound of checkpoint ``step`` for these settings: one
+    name for ``evaluate --nll`` and the sweep's ``nll`` metric, so each finds the other's result."""
+    strided = nll_steps is not None and nll_steps < num_steps - 1
+    return f"nll-{f'{nll_steps}steps' if strided else 'allsteps'}-n{n}-seed{seed}-step{step}"
 
 
 def nll_timesteps(num_steps: int, nll_steps: Optional[int] = None) -> torch.Tensor:

@@ -214,17 +214,15 @@ class CellScorer:
         """The variational bound of ``model`` (EMA weights) on ``evaluation.nll_n`` seeded test images, in
         bits/dim (:func:`dreamdata.evaluation.likelihood.nll_bits_per_dim`); computed once per checkpoint and
         kept in ``RUN/eval/nll-…/nll.json``, the folder ``evaluate --nll`` with the same settings writes."""
-        from dreamdata.evaluation.likelihood import nll_bits_per_dim
+        from dreamdata.evaluation.likelihood import nll_bits_per_dim, nll_folder_name
         from dreamdata.evaluation.sources import load_reference, reference_config
         from dreamdata.atomic import write_text_atomic
         from dreamdata.experiments.cells import read_json
         from dreamdata.finite_json import dumps as finite_dumps
 
         e = self.sweep.evaluation
-        steps = f"{e.nll_steps}steps" if e.nll_steps is not None and e.nll_steps < model.process.num_steps - 1 \
-            else "allsteps"
-        path = (Path(model.checkpoint).parent.parent / "eval" /
-                f"nll-{steps}-n{e.nll_n}-seed{e.seed}-step{model.step}" / "nll.json")
+        folder = nll_folder_name(e.nll_steps, model.process.num_steps, e.nll_n, e.seed, model.step)
+        path = Path(model.checkpoint).parent.parent / "eval" / folder / "nll.json"
         key = str(path)
         if key not in self._nll:
             stored = read_json(path) if path.is_file() else None
