@@ -347,6 +347,42 @@ def test_dry_run_counts_network_evaluations_by_hand(base_file, tiny_extractor_fi
     assert not (tmp_path / "out").exists()
 
 
+def test_dry_run_times_training_with_the_arms_own_optimiser_steps(base_file, tiny_extractor_file, tmp_path,
+                                                                   monkeypatch):
+    """Training minutes come from timed steps of the arm's objective, not a passes-per-image guess: with a
+    stand-in objective whose step takes a known 20 ms, 4 steps of batch B cost 4 x 0.02 s, whatever the
+    network's forward rate; and the dry run leaves torch's global RNG as it found it."""
+    import time as real_time
+
+    import torch
+
+    from dreamdata.experiments import cost
+    from dreamdata.training import objectives
+
+    class TwentyMillisecondStep:
+        def __init__(self, *args, **kwargs):
+            self.calls = 0
+
+        def step(self, images, labels, agree):
+            clock[0] += 0.02
+            return torch.zeros(1), True
+
+    clock = [0.0]
+    forward_clock = real_time.perf_counter
+    monkeypatch.setattr(objectives, "build_objective", lambda *a, **k: TwentyMillisecondStep())
+    monkeypatch.setattr(cost.time, "perf_counter", lambda: clock[0] + forward_clock())
+    sweep = load_sweep(write_sweep(tmp_path, base_file, tiny_extractor_file))
+    arms = resolve_arms(sweep, tmp_path / "out")
+    rng_before = torch.random.get_rng_state()
+    report = cost.estimate_sweep(sweep, arms)
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    batch = arms[0].config.train.batch_size
+    steps = arms[0].config.train.steps
+    for arm in report["arms"]:
+        assert arm["train_images_per_s"] == pytest.approx(batch / 0.02, rel=0.05)
+        assert arm["train_minutes"] == pytest.approx(round(steps * 0.02 / 60, 1), abs=0.05)
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "experiments")
                                          .glob("*.yaml")), ids=lambda path: path.name)
 def test_shipped_sweep_configs_resolve(path, tmp_path):

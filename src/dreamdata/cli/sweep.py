@@ -46,8 +46,9 @@ def _parse_shard(text):
 def _print_plan(report: dict) -> None:
     for arm in report["arms"]:
         axes = ", ".join(f"{k}={v}" for k, v in arm["axes"].items()) or "base config"
+        training = "" if arm["train_images_per_s"] is None else f"training {arm['train_images_per_s']} img/s, "
         print(f"arm {arm['arm']} ({axes}): train {arm['train_steps']} steps, ~{arm['train_minutes']} CPU min "
-              f"(forward {arm['forward_images_per_s']} img/s here) -> {arm['run_dir']}")
+              f"({training}forward {arm['forward_images_per_s']} img/s here) -> {arm['run_dir']}")
         for cell in arm["cells"]:
             s = cell["sampling"]
             interval = s.get("guidance_interval")
@@ -57,7 +58,7 @@ def _print_plan(report: dict) -> None:
                   f"evaluations, ~{cell['cpu_minutes']} CPU min")
     print(f"total: {len(report['arms'])} arms, {report['total_cells']} cells, "
           f"{report['total_network_evaluations']:,} network evaluations, ~{report['total_cpu_minutes']} CPU min "
-          "(sampling and training only; Inception features not counted)")
+          "(sampling and training only; Inception features not counted; rates measured now, low if the CPU is busy)")
 
 
 def _run_sweep(args) -> int:

@@ -1,9 +1,12 @@
 """``dreamdata sweep --dry-run``: the arms and cells a sweep would run, with what each costs.
 
 Cost is counted in network evaluations (one forward pass of one image; a guided step costs two, the
-conditional and the unconditional half) and turned into CPU minutes at a rate measured here and now: a
-few timed forward passes of each arm's network on a batch. Training costs about three forward passes per
-image (forward plus backward). Inception features and the metrics' own passes are not counted.
+conditional and the unconditional half) and turned into CPU minutes at rates measured here and now: a few
+timed forward passes of each arm's network on a batch for sampling, and a few timed optimiser steps of the
+arm's own training objective (its batch size, loss, EMA; for a GAN the discriminator and generator steps
+with DiffAugment) for training. Both are measured on the spot, so they read low when the CPU is busy with
+another job. ``torch.compile`` is not timed (its first steps compile). Inception features and the metrics'
+own passes are not counted.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ from dreamdata.experiments.cells import Arm, resolve_sampling
 from dreamdata.experiments.sweep_config import SweepConfig
 
 __all__ = ["estimate_sweep"]
-
-TRAIN_PASSES_PER_IMAGE = 3.0  # forward + backward, measured ~3x a forward pass on these UNets
 
 
 def _network_and_rate(arm: Arm, data_cache: dict, batch: int = 32, repeats: int = 2) -> tuple[Any, float, int]:
@@ -54,21 +55,59 @@ def _network_and_rate(arm: Arm, data_cache: dict, batch: int = 32, repeats: int 
     return data_cache[key], batch * repeats / max(seconds, 1e-9), count
 
 
+def _training_rate(arm: Arm, channels: int, size: int, classes: int, repeats: int = 2) -> float:
+    """Training images/s of the arm's objective: timed optimiser steps on random images of its batch size.
+
+    A step is what the trainer runs (:meth:`~dreamdata.training.objectives.DiffusionObjective.step` or the
+    GAN's discriminator-then-generator step), so the estimate needs no passes-per-image guess: a GAN step
+    costs several generator and discriminator passes, a hybrid loss more than ``L_simple``.
+    """
+    import dataclasses
+
+    from dreamdata.process import build_process
+    from dreamdata.training.objectives import build_networks, build_objective
+
+    config = dataclasses.replace(arm.config, train=dataclasses.replace(arm.config.train, compile=False))
+    conditional = config.model.class_conditional
+    network = build_networks(config, channels, size, classes if conditional else 0)
+    objective = build_objective(config, network, build_process(config.process), torch.device("cpu"),
+                                distributed=False, total_steps=None)
+    batch = config.train.batch_size
+    images = torch.rand(batch, channels, size, size) * 2 - 1
+    labels = torch.randint(0, max(classes, 1), (batch,)) if conditional else torch.zeros(batch, dtype=torch.long)
+    objective.step(images, labels, lambda *_: True)  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        objective.step(images, labels, lambda *_: True)
+    seconds = time.perf_counter() - started
+    return batch * repeats / max(seconds, 1e-9)
+
+
 def estimate_sweep(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
-    """Per arm: training images and minutes, checkpoints scored, cells with network evaluations and minutes."""
+    """Per arm: training images and minutes, checkpoints scored, cells with network evaluations and minutes.
+
+    The networks it builds and times draw from torch's global RNG; it is restored, so a dry run changes
+    nothing a later seeded call would see.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return _estimate(sweep, arms)
+
+
+def _estimate(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
     from dreamdata.process import build_process
     from dreamdata.sampling.generate import network_evaluations_per_sample
 
     data_cache: dict = {}
     report: dict[str, Any] = {"arms": [], "total_network_evaluations": 0, "total_cpu_minutes": 0.0}
     for arm in arms:
-        (_, _, classes, count), rate, _ = _network_and_rate(arm, data_cache)
+        (channels, size, classes, count), rate, _ = _network_and_rate(arm, data_cache)
         tc = arm.config.train
         steps_per_epoch = max(1, -(-count // tc.batch_size))
         total_steps = tc.steps if tc.steps is not None else (
             round(tc.epochs * steps_per_epoch) if tc.epochs is not None else None)
+        train_rate = None if arm.external or total_steps is None else _training_rate(arm, channels, size, classes)
         train_minutes = 0.0 if arm.external else (
-            tc.minutes if total_steps is None else total_steps * tc.batch_size * TRAIN_PASSES_PER_IMAGE / rate / 60)
+            tc.minutes if total_steps is None else total_steps * tc.batch_size / train_rate / 60)
         process = build_process(arm.config.process)
         conditional = arm.config.model.class_conditional
         cells = []
@@ -91,7 +130,8 @@ def estimate_sweep(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
         arm_minutes = train_minutes + sum(c["cpu_minutes"] for c in cells)
         report["arms"].append({
             "arm": arm.name, "axes": arm.axes, "run_dir": str(arm.run_dir), "train_steps": total_steps,
-            "train_minutes": round(train_minutes, 1), "forward_images_per_s": round(rate, 1), "cells": cells,
+            "train_minutes": round(train_minutes, 1), "forward_images_per_s": round(rate, 1),
+            "train_images_per_s": None if train_rate is None else round(train_rate, 1), "cells": cells,
             "minutes": round(arm_minutes, 1)})
         report["total_network_evaluations"] += arm_evaluations
         report["total_cpu_minutes"] += arm_minutes
