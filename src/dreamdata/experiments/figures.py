@@ -4,7 +4,9 @@ Nothing here samples or trains: every figure can be redrawn at any time from wha
 Figures are drawn only where the data varies (a metric-against-guidance plot needs two guidance values):
 
 * ``metric-vs-guidance.png``: the chosen metric against w, one line per arm (and other varying settings);
-* ``metric-vs-step.png``: against the training step of the checkpoint (epochs on the top axis);
+  ``figures.metric`` may list several metrics (e.g. ``[fid, recall]``), one panel each, in every metric figure;
+* ``metric-vs-step.png``: against the training step of the checkpoint (epochs on the top axis when every arm
+  takes the same epochs per step);
 * ``metric-vs-sampling-steps.png``: against the number of sampling steps, one line per sampler (and arm);
 * ``mosaic.png``: every cell at its arm's last checkpoint side by side, one row per class, same noise;
 * ``loss.png``: training and held-out loss of every arm (``figures.loss_skip_first``, ``figures.loss_log``);
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import matplotlib
 
@@ -54,28 +56,48 @@ def _label(result: dict[str, Any], keys: list[str]) -> str:
     return ", ".join(parts)
 
 
-def _line_plot(results: list[dict[str, Any]], x_of, x_label: str, metric: str, other_keys: list[str],
-               path: Path, title: str, log_x: bool = False) -> Optional[Path]:
-    """One line per group of results that agree on everything but x; None when x does not vary."""
-    points = [(x_of(r), metric_value(r, metric), r) for r in results]
-    points = [p for p in points if p[0] is not None and p[1] is not None]
-    if len({p[0] for p in points}) < 2:
+def _epochs_per_step(results: list[dict[str, Any]]) -> Optional[float]:
+    """Epochs per training step shared by every result that records one (same data size and batch in every
+    arm), or None when arms differ or none records it: then a single top axis in epochs would mislead."""
+    ratios = {round(r["epoch"] / r["checkpoint_step"], 9) for r in results
+              if isinstance(r.get("epoch"), (int, float)) and r.get("checkpoint_step")}
+    return ratios.pop() if len(ratios) == 1 else None
+
+
+def _line_plot(results: list[dict[str, Any]], x_of, x_label: str, metrics: list[str], other_keys: list[str],
+               path: Path, title: str, log_x: bool = False, epochs_per_step: Optional[float] = None
+               ) -> Optional[Path]:
+    """One panel per metric, one line per group of results that agree on everything but x; None when x does
+    not vary. With ``epochs_per_step`` the top axis reads the same x in training epochs."""
+    panels = []
+    for metric in metrics:
+        points = [(x_of(r), metric_value(r, metric), r) for r in results]
+        points = [p for p in points if p[0] is not None and p[1] is not None]
+        if len({p[0] for p in points}) >= 2:
+            panels.append((metric, points))
+    if not panels:
         return None
-    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for x, y, r in points:
-        lines[_label(r, other_keys)].append((x, y))
-    figure, axis = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for label, xy in sorted(lines.items()):
-        xy.sort()
-        axis.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=label)
-    if log_x:
-        axis.set_xscale("log")
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), dpi=120, squeeze=False)
     n = results[0].get("n")
-    axis.set_xlabel(x_label)
-    axis.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} (N = {n:,})" if n else METRIC_LABELS.get(metric, metric))
-    axis.set_title(title, fontsize=10)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
+    for axis, (metric, points) in zip(axes[0], panels):
+        lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        for x, y, r in points:
+            lines[_label(r, other_keys)].append((x, y))
+        for label, xy in sorted(lines.items()):
+            xy.sort()
+            axis.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=label)
+        if log_x:
+            axis.set_xscale("log")
+        name = METRIC_LABELS.get(metric, metric)
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(f"{name} (N = {n:,})" if n else name)
+        axis.set_title(title.format(metric=name), fontsize=10)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+        if epochs_per_step:
+            top = axis.secondary_xaxis("top", functions=(lambda step: step * epochs_per_step,
+                                                         lambda epoch: epoch / epochs_per_step))
+            top.set_xlabel("epoch", fontsize=8)
     figure.tight_layout()
     return save_figure(figure, path)
 
@@ -85,22 +107,24 @@ def _varying(results: list[dict[str, Any]], exclude: tuple[str, ...]) -> list[st
     return [key for key in keys if len({repr(r["sampling"].get(key)) for r in results}) > 1]
 
 
-def draw_metric_figures(out_dir: Path, results: list[dict[str, Any]], metric: str) -> list[Path]:
+def draw_metric_figures(out_dir: Path, results: list[dict[str, Any]], metric: Union[str, list[str]]
+                        ) -> list[Path]:
+    """The metric(s) against guidance, training step and sampling steps: one figure each, one panel per metric."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
     drawn = []
     last = {}
     for r in results:
         last[r["arm"]] = max(last.get(r["arm"], 0), r["checkpoint_step"])
     at_last = [r for r in results if r["checkpoint_step"] == last[r["arm"]]]
-    label = METRIC_LABELS.get(metric, metric)
-    for path in (_line_plot(at_last, lambda r: float(r["sampling"]["guidance"]), "guidance scale w", metric,
+    for path in (_line_plot(at_last, lambda r: float(r["sampling"]["guidance"]), "guidance scale w", metrics,
                             _varying(at_last, ("guidance",)), out_dir / "metric-vs-guidance.png",
-                            f"{label} against classifier-free guidance (last checkpoint)"),
-                 _line_plot(results, lambda r: float(r["checkpoint_step"]), "training step", metric,
+                            "{metric} against classifier-free guidance (last checkpoint)"),
+                 _line_plot(results, lambda r: float(r["checkpoint_step"]), "training step", metrics,
                             _varying(results, ()), out_dir / "metric-vs-step.png",
-                            f"{label} over training"),
-                 _line_plot(at_last, lambda r: float(r["sampling"]["steps"]), "sampling steps (log scale)", metric,
+                            "{metric} over training", epochs_per_step=_epochs_per_step(results)),
+                 _line_plot(at_last, lambda r: float(r["sampling"]["steps"]), "sampling steps (log scale)", metrics,
                             _varying(at_last, ("steps",)), out_dir / "metric-vs-sampling-steps.png",
-                            f"{label} against sampling steps (last checkpoint)", log_x=True)):
+                            "{metric} against sampling steps (last checkpoint)", log_x=True)):
         if path is not None:
             drawn.append(path)
     return drawn

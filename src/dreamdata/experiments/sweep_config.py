@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from dreamdata.config import build_dataclass, load_yaml, parse_override
 from dreamdata.errors import ConfigError
@@ -94,7 +94,7 @@ class SweepEvaluation:
 class SweepFigures:
     loss_skip_first: int = 0  # loss curves: drop the first N logged training steps' worth of records
     loss_log: bool = False  # loss curves on a log scale
-    metric: str = "fid"  # the metric drawn against guidance / step / sampling steps
+    metric: Union[str, list[str]] = "fid"  # drawn against guidance / step / sampling steps; a list: one panel each
 
 
 @dataclass
