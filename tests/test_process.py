@@ -25,7 +25,7 @@ from dreamdata.process import (
 from dreamdata.errors import ConfigError
 from dreamdata.process.rng import check_generator
 
-PREDICTIONS = ("epsilon", "x0", "v")
+PREDICTIONS = ("epsilon", "x0", "v", "edm")
 
 
 
@@ -315,6 +315,8 @@ class _OracleFromInputs:
 
     def __call__(self, x_t, t, class_labels):
         ab = self.process.schedule.alpha_bar[t].view(-1, 1, 1, 1)
+        if self.process.prediction == "edm":  # the network is fed c_in x_t / sqrt(ab) (Karras et al. 2022, Table 1)
+            x_t = x_t * (1 - ab + ab * self.process.sigma_data ** 2).sqrt()
         noise = (x_t.double() - ab.sqrt() * self.x0.double()) / (1 - ab).sqrt()
         return self.process.training_target(self.x0.double(), noise, t).to(x_t.dtype)
 

@@ -98,6 +98,7 @@ SETTINGS = [
     Setting("50-steps-guided", "linear", 50, "linspace", "none", "guided", 1.5, "epsilon", torch.float32, True),
     Setting("20-steps-bfloat16", "cosine", 20, "trailing", "static", "conditional", 0.0, "epsilon", torch.bfloat16),
     Setting("full-T-tiny-schedule", "tiny", 16, "linspace", "none", "none", 0.0, "v", torch.float64),
+    Setting("8-steps-edm-guided", "cosine", 8, "trailing", "static", "guided", 2.0, "edm", torch.float32),
 ]
 
 

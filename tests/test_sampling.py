@@ -33,10 +33,16 @@ class GaussianOracle:
     ``x_t ~ N(sqrt(ab) mu, ab s^2 + 1 - ab)``, so ``E[eps | x_t] = sqrt(1 - ab)(x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab)``
     and ``E[x0 | x_t] = mu + s^2 sqrt(ab)(x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab)``.
     ``mus`` is ``[K, 1, C, H, W]``; the label indexes it (``None`` uses ``mus[0]``).
+
+    ``prediction="edm"``: the network is fed ``c_in x̂ = x_t / sqrt(1 - ab + ab sd²)`` and outputs
+    ``F = (E[x0 | x_t] - c_skip x̂) / c_out`` with ``x̂ = x_t / sqrt(ab)``, ``σ² = (1 - ab) / ab``,
+    ``c_skip = sd² / (σ² + sd²)`` and ``c_out = σ sd / sqrt(σ² + sd²)`` (Karras et al. 2022, Table 1), written
+    out here independently of the process's own tables.
     """
 
     def __init__(self, process, mus, s, prediction="epsilon", null_class=None):
         self.alpha_bar = process.schedule.alpha_bar
+        self.sigma_data = getattr(process, "sigma_data", 0.5)
         self.mus, self.s, self.prediction = mus, s, prediction
         if null_class is not None:
             self.null_class = null_class
@@ -47,12 +53,19 @@ class GaussianOracle:
         ab = self.alpha_bar[t].view(-1, 1, 1, 1).to(x.dtype)
         mu = self.mus[0] if class_labels is None else self.mus[class_labels].squeeze(1)
         s2 = self.s ** 2
+        sd2 = self.sigma_data ** 2
+        if self.prediction == "edm":
+            x = x * (1 - ab + ab * sd2).sqrt()  # undo c_in x̂: back to the state x_t
         residual = (x - ab.sqrt() * mu) / (ab * s2 + 1 - ab)
         if self.prediction == "epsilon":
             return (1 - ab).sqrt() * residual
         x0 = mu + s2 * ab.sqrt() * residual
         if self.prediction == "x0":
             return x0
+        if self.prediction == "edm":
+            sigma2 = (1 - ab) / ab
+            c_skip, c_out = sd2 / (sigma2 + sd2), (sigma2 * sd2 / (sigma2 + sd2)).sqrt()
+            return (x0 - c_skip * x / ab.sqrt()) / c_out
         return ab.sqrt() * (1 - ab).sqrt() * residual - (1 - ab).sqrt() * x0  # v = sqrt(ab) eps - sqrt(1-ab) x0
 
 
@@ -115,7 +128,7 @@ def test_sampler_reproduces_gaussian_data(process, num_steps, variance):
         np.testing.assert_allclose(sample_var, s ** 2, rtol=4 * math.sqrt(2 / (n - 1)) + 0.06)
 
 
-@pytest.mark.parametrize("prediction", ["x0", "v"])
+@pytest.mark.parametrize("prediction", ["x0", "v", "edm"])
 def test_parameterisations_give_the_same_samples(prediction):
     results = {}
     for pred in ("epsilon", prediction):

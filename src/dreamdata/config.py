@@ -53,7 +53,8 @@ class ProcessConfig:
     beta_end: float = 0.02  # linear: beta_T
     constant_beta: float = 0.02  # constant: beta_t for every t
     cosine_s: float = 0.008  # cosine: offset s (Nichol & Dhariwal 2021, eq. 17)
-    prediction: str = "epsilon"  # epsilon | x0 | v
+    # epsilon | x0 | v | edm (EDM's preconditioned F: D = c_skip x_hat + c_out F(c_in x_hat), Karras et al. 2022)
+    prediction: str = "epsilon"
     loss_weighting: str = "simple"  # of L_simple's MSE: simple (unweighted, Ho et al.) | min_snr (Hang et al. 2023)
     min_snr_gamma: float = 5.0
     # reverse variance: fixed_small (beta_tilde) | fixed_large (beta) | learned_range (Nichol & Dhariwal 2021,
@@ -62,6 +63,12 @@ class ProcessConfig:
     loss: str = "simple"  # simple (L_simple) | vlb (the bound) | hybrid (L_simple + vlb_weight * L_vlb, mean frozen)
     vlb_weight: float = 0.001  # lambda of the hybrid loss (Nichol & Dhariwal 2021, eq. 16)
     importance_sampling: bool = False  # loss=vlb: t ~ sqrt(E[L_t^2]) (Nichol & Dhariwal 2021, sec. 3.3)
+    sigma_data: float = 0.5  # prediction=edm: the data std sigma_data of EDM's preconditioning (Table 1)
+    # training t: uniform on 0..T-1 | lognormal: ln sigma ~ N(lognormal_mean, lognormal_std^2) (EDM Table 1),
+    # rounded to the t whose sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) is nearest in log space
+    timestep_distribution: str = "uniform"
+    lognormal_mean: float = -1.2  # P_mean
+    lognormal_std: float = 1.2  # P_std
     # blur (cold diffusion): z_t = G_t * z_{t-1}, G_t a Gaussian kernel of variance beta_t, reflect padding
     blur_schedule: str = "constant"  # constant | linear | exponential (per-step kernel variance beta_t)
     blur_beta: float = 1.0  # constant: beta_t in pixels^2 (the cold-diffusion report: 1, with T = 100)
@@ -378,7 +385,7 @@ def validate(config: RunConfig) -> None:
     p, m, t, d = config.process, config.model, config.train, config.data
     _choice("process.kind", p.kind, ("gaussian", "blur", "gan"))
     _choice("process.schedule", p.schedule, ("linear", "cosine", "constant"))
-    _choice("process.prediction", p.prediction, ("epsilon", "x0", "v"))
+    _choice("process.prediction", p.prediction, ("epsilon", "x0", "v", "edm"))
     _choice("process.loss_weighting", p.loss_weighting, ("simple", "min_snr"))
     _validate_variance_and_loss(p)
     _choice("model.network", m.network, ("unet", "convnext_unet", "small_cnn", "dcgan"))
@@ -442,6 +449,8 @@ def _validate_numbers(config: RunConfig) -> None:
         value = getattr(p, name)
         _expect(0.0 < value < 1.0, f"process.{name}", value, "a variance 0 < beta < 1")
     _expect(p.cosine_s > 0.0, "process.cosine_s", p.cosine_s, "an offset s > 0")
+    _expect(p.sigma_data > 0.0, "process.sigma_data", p.sigma_data, "a data standard deviation sigma_data > 0")
+    _expect(p.lognormal_std > 0.0, "process.lognormal_std", p.lognormal_std, "a standard deviation P_std > 0")
     if p.loss_weighting == "min_snr":
         _expect(p.min_snr_gamma > 0.0, "process.min_snr_gamma", p.min_snr_gamma, "gamma > 0")
     _expect(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "0 <= dropout < 1")
@@ -463,13 +472,16 @@ def _validate_numbers(config: RunConfig) -> None:
 
 
 def _validate_variance_and_loss(p: ProcessConfig) -> None:
-    """The reverse-variance and loss keys: each combination that would train nothing, or nothing it says, is refused."""
+    """The reverse-variance, loss and timestep-distribution keys: each combination that would train nothing, or
+    nothing it says, is refused."""
     _choice("process.variance", p.variance, ("fixed_small", "fixed_large", "learned_range"))
     _choice("process.loss", p.loss, ("simple", "vlb", "hybrid"))
+    _choice("process.timestep_distribution", p.timestep_distribution, ("uniform", "lognormal"))
     _expect(p.vlb_weight > 0.0, "process.vlb_weight", p.vlb_weight, "a weight lambda > 0")
     if p.kind != "gaussian":
         for key, value, default in (("variance", p.variance, "fixed_small"), ("loss", p.loss, "simple"),
-                                    ("importance_sampling", p.importance_sampling, False)):
+                                    ("importance_sampling", p.importance_sampling, False),
+                                    ("timestep_distribution", p.timestep_distribution, "uniform")):
             if value != default:
                 raise ConfigError(f"config key process.{key}: {value} applies to process.kind=gaussian only, "
                                   f"not {p.kind}")
@@ -482,6 +494,9 @@ def _validate_variance_and_loss(p: ProcessConfig) -> None:
     if p.importance_sampling and p.loss != "vlb":
         raise ConfigError(f"config key process.importance_sampling: true needs process.loss=vlb (the paper's "
                           f"resampling of t for the bound), not {p.loss}")
+    if p.importance_sampling and p.timestep_distribution != "uniform":
+        raise ConfigError(f"config key process.timestep_distribution: {p.timestep_distribution} cannot be combined "
+                          "with process.importance_sampling=true, which draws its own t; use one of them")
     if p.loss == "vlb" and p.loss_weighting != "simple":
         raise ConfigError(f"config key process.loss_weighting: {p.loss_weighting} weights L_simple's MSE, which "
                           "process.loss=vlb does not have; use loss_weighting=simple or loss=hybrid")

@@ -76,7 +76,8 @@ def vlb_terms(network, process, x0: torch.Tensor, class_labels: Optional[torch.T
     def term(t: int) -> torch.Tensor:
         t_batch = torch.full((x0.shape[0],), t, device=x0.device, dtype=torch.long)
         x_t = process.q_sample(x0, t_batch, randn_like(x0, generator))
-        prediction, variance_output = process.split_output(network(x_t, t_batch, class_labels), x0)
+        output = network(process.network_input(x_t, t_batch), t_batch, class_labels)
+        prediction, variance_output = process.split_output(output, x0)
         prediction = prediction.to(x0.dtype)
         variance_output = None if variance_output is None else variance_output.to(x0.dtype)
         x0_hat, _ = process.predict_x0_and_eps(prediction, x_t, t_batch)

@@ -68,7 +68,8 @@ def reconstruction_metrics(network, process, clean: torch.Tensor, labels: Option
                 streams = PerSampleGenerator(seed, index, device).generators
                 t = torch.stack([torch.randint(low, high + 1, (), generator=g, device=device) for g in streams])
                 x_t = process.q_sample(x0, t, noise)
-                prediction, _ = process.split_output(network(x_t, t, y), x_t)  # a learned variance is not used
+                output = network(process.network_input(x_t, t), t, y)
+                prediction, _ = process.split_output(output, x_t)  # a learned variance is not used
                 _, eps_hat = process.predict_x0_and_eps(prediction, x_t, t)
                 totals["eps_mse"] += float((eps_hat - noise).pow(2).mean(dim=(1, 2, 3)).sum())
                 # reconstruction from t_high with deterministic DDIM

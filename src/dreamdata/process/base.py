@@ -11,7 +11,8 @@ Conventions shared by every process:
 * timesteps are integer indices ``t`` in ``0 .. num_steps - 1``; index ``t`` is the paper's step
   ``t + 1`` (so index 0 is the least corrupted state and ``num_steps - 1`` the fully corrupted one);
 * a network is called as ``network(x_t, t, class_labels)`` where ``class_labels`` is a long tensor
-  ``[B]`` or ``None`` (unconditional / the learned null class).
+  ``[B]`` or ``None`` (unconditional / the learned null class). A Gaussian process may rescale the state
+  first: callers pass ``process.network_input(x_t, t)`` (``x_t`` itself except for EDM's preconditioning).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Process(Protocol):
 
     def sample_timesteps(self, batch_size: int, device: torch.device,
                          generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Draw training timesteps ``t ~ Uniform{0, ..., num_steps - 1}`` as a long tensor ``[B]``."""
+        """Draw training timesteps in ``0 .. num_steps - 1`` as a long tensor ``[B]`` (uniform unless the
+        process is configured otherwise, e.g. a Gaussian process's log-normal noise levels)."""
         ...
 
     def training_losses(self, network: Network, x0: torch.Tensor, class_labels: Optional[torch.Tensor],

@@ -2,11 +2,15 @@
 variance, the terms of the variational bound, and the training losses.
 
 Implements the :class:`dreamdata.process.base.Process` protocol. The network may be trained to predict the
-noise ``epsilon`` (Ho et al. 2020), the clean image ``x0``, or the velocity ``v`` (Salimans & Ho 2022);
-:meth:`GaussianDiffusion.predict_x0_and_eps` turns any of them back into ``(x0_hat, eps_hat)`` so samplers
-never need to know which one was used. With ``variance="learned_range"`` the network outputs ``2 C``
-channels, the prediction and then the interpolation ``v`` of the reverse variance
-(:mod:`dreamdata.process.variance`); :meth:`GaussianDiffusion.split_output` separates them.
+noise ``epsilon`` (Ho et al. 2020), the clean image ``x0``, the velocity ``v`` (Salimans & Ho 2022), or the
+raw output ``F`` of EDM's preconditioned denoiser (``edm``, Karras et al. 2022, eq. 7 and Table 1; see
+:mod:`dreamdata.process.edm`); :meth:`GaussianDiffusion.predict_x0_and_eps` turns any of them back into
+``(x0_hat, eps_hat)`` so samplers never need to know which one was used. Every caller feeds the network
+:meth:`GaussianDiffusion.network_input` of the state (``x_t`` itself except for ``edm``). With
+``variance="learned_range"`` the network outputs ``2 C`` channels, the prediction and then the interpolation
+``v`` of the reverse variance (:mod:`dreamdata.process.variance`); :meth:`GaussianDiffusion.split_output`
+separates them. Training draws ``t`` uniformly or, with ``timestep_distribution="lognormal"``, from EDM's
+log-normal noise levels (:mod:`dreamdata.process.lognormal`).
 
 The variational bound (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021, eq. 4-7), per image and in bits per
 dimension:
@@ -41,8 +45,10 @@ import torch
 
 from dreamdata.config import ProcessConfig
 from dreamdata.process.base import Network
+from dreamdata.process.edm import EDMTables, edm_sigma, edm_tables
 from dreamdata.process.importance import LossSecondMomentSampler
 from dreamdata.process.likelihood import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
+from dreamdata.process.lognormal import lognormal_timesteps, nearest_log_sigma_boundaries
 from dreamdata.process.rng import randint, randn_like
 from dreamdata.process.schedules import (
     FLOAT32_TINY,
@@ -53,11 +59,13 @@ from dreamdata.process.schedules import (
 )
 from dreamdata.process.variance import VARIANCES, learned_range_log_variance
 
-__all__ = ["GaussianDiffusion", "LOSSES", "LOSS_WEIGHTINGS", "PREDICTIONS", "TrainingLossTerms", "VARIANCES"]
+__all__ = ["GaussianDiffusion", "LOSSES", "LOSS_WEIGHTINGS", "PREDICTIONS", "TIMESTEP_DISTRIBUTIONS",
+           "TrainingLossTerms", "VARIANCES"]
 
-PREDICTIONS = ("epsilon", "x0", "v")
+PREDICTIONS = ("epsilon", "x0", "v", "edm")
 LOSS_WEIGHTINGS = ("simple", "min_snr")
 LOSSES = ("simple", "vlb", "hybrid")
+TIMESTEP_DISTRIBUTIONS = ("uniform", "lognormal")
 
 
 class TrainingLossTerms(NamedTuple):
@@ -83,8 +91,10 @@ class GaussianDiffusion:
 
     Args:
         betas: ``beta_1 .. beta_T`` as a 1-D tensor (see :mod:`dreamdata.process.schedules`).
-        prediction: what the network outputs - ``"epsilon"``, ``"x0"`` or ``"v"``.
-        loss_weighting: ``"simple"`` (Ho et al.'s unweighted L_simple) or ``"min_snr"`` (Hang et al. 2023);
+        prediction: what the network outputs - ``"epsilon"``, ``"x0"``, ``"v"`` or ``"edm"`` (the raw ``F``
+            of EDM's denoiser ``D = c_skip x̂ + c_out F(c_in x̂)``; see below).
+        loss_weighting: ``"simple"`` (the unweighted MSE of the prediction: Ho et al.'s L_simple, and for
+            ``edm`` EDM's own weighting ``λ(σ)``) or ``"min_snr"`` (Hang et al. 2023);
             it weights the MSE of the ``simple`` and ``hybrid`` losses.
         min_snr_gamma: the ``gamma`` of Min-SNR weighting.
         variance: the reverse step's variance - ``"fixed_small"`` (``beta_tilde``), ``"fixed_large"``
@@ -94,11 +104,29 @@ class GaussianDiffusion:
         vlb_weight: ``lambda`` of the hybrid loss (Nichol & Dhariwal 2021, eq. 16: 0.001).
         importance_sampling: draw ``t`` with ``p_t ∝ sqrt(E[L_t^2])`` (loss ``"vlb"`` only; Nichol & Dhariwal
             2021, sec. 3.3); the history lives in :attr:`timestep_sampler`.
+        sigma_data: ``σ_data`` of EDM's preconditioning (Karras et al. 2022, Table 1: 0.5), the assumed std
+            of the images; used by ``prediction="edm"`` only.
+        timestep_distribution: how training draws ``t`` - ``"uniform"`` on ``0 .. T-1`` (Ho et al. 2020) or
+            ``"lognormal"``: ``ln σ ~ N(lognormal_mean, lognormal_std²)`` rounded to the nearest ``ln σ_t``
+            (Karras et al. 2022, Table 1; :mod:`dreamdata.process.lognormal`). Any prediction; not with
+            ``importance_sampling``.
+        lognormal_mean, lognormal_std: EDM's ``P_mean`` (-1.2) and ``P_std`` (1.2).
+
+    **EDM** (``prediction="edm"``). The VP state ``x_t`` is EDM's ``x̂ = x_t / sqrt(ᾱ_t) = x_0 + σ_t ε``
+    scaled by ``sqrt(ᾱ_t)``, with ``σ_t = sqrt((1 - ᾱ_t) / ᾱ_t)``. The network is fed
+    :meth:`network_input` ``= c_in x̂ = x_t / sqrt(1 - ᾱ_t + ᾱ_t σ_data²)``, the state divided by its own
+    std for data of std ``σ_data`` (the exact EDM input; every caller - training, samplers, likelihood,
+    reconstruction - goes through that one method). Its time input stays the index ``t``, not
+    ``c_noise = ¼ ln σ_t``: our sinusoidal embeddings are calibrated to ``0 .. T-1``, and on the discrete
+    grid ``σ_t`` is a strictly increasing function of ``t``, so ``t`` carries the same information (EDM's own
+    VP preconditioning likewise conditions on the VP time, ``c_noise = (M - 1) t``, Table 1).
     """
 
     def __init__(self, betas: torch.Tensor, prediction: str = "epsilon", loss_weighting: str = "simple",
                  min_snr_gamma: float = 5.0, variance: str = "fixed_small", loss: str = "simple",
-                 vlb_weight: float = 0.001, importance_sampling: bool = False) -> None:
+                 vlb_weight: float = 0.001, importance_sampling: bool = False, sigma_data: float = 0.5,
+                 timestep_distribution: str = "uniform", lognormal_mean: float = -1.2,
+                 lognormal_std: float = 1.2) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r} (known: {', '.join(PREDICTIONS)})")
         if loss_weighting not in LOSS_WEIGHTINGS:
@@ -113,6 +141,17 @@ class GaussianDiffusion:
             raise ValueError(f"vlb_weight must be positive, got {vlb_weight!r}")
         if importance_sampling and loss != "vlb":
             raise ValueError(f"importance sampling of t is for loss 'vlb', not {loss!r}")
+        if not (sigma_data > 0 and math.isfinite(sigma_data)):
+            raise ValueError(f"sigma_data must be a positive number, got {sigma_data!r}")
+        if timestep_distribution not in TIMESTEP_DISTRIBUTIONS:
+            raise ValueError(f"unknown timestep distribution {timestep_distribution!r} "
+                             f"(known: {', '.join(TIMESTEP_DISTRIBUTIONS)})")
+        if not (lognormal_std > 0 and math.isfinite(lognormal_std) and math.isfinite(lognormal_mean)):
+            raise ValueError(f"lognormal_mean must be finite and lognormal_std positive, got "
+                             f"{lognormal_mean!r} and {lognormal_std!r}")
+        if importance_sampling and timestep_distribution != "uniform":
+            raise ValueError(f"importance sampling draws its own t; it cannot be combined with "
+                             f"timestep_distribution {timestep_distribution!r}")
         self.schedule: ScheduleTensors = derive_schedule(betas)  # float64, CPU: the source of truth
         alpha_bar_T = float(self.schedule.alpha_bar[-1])
         if alpha_bar_T < FLOAT32_TINY:  # the float32 tables would hold alpha_bar = 0: NaN in every sampler
@@ -125,10 +164,21 @@ class GaussianDiffusion:
         self.variance = variance
         self.loss = loss
         self.vlb_weight = float(vlb_weight)
+        self.sigma_data = float(sigma_data)
+        self.timestep_distribution = timestep_distribution
+        self.lognormal_mean, self.lognormal_std = float(lognormal_mean), float(lognormal_std)
+        # EDM's coefficients per index (float64, CPU), and the ln sigma_t boundaries of the log-normal draw
+        self.edm: Optional[EDMTables] = (edm_tables(self.schedule.alpha_bar, self.sigma_data)
+                                         if prediction == "edm" else None)
+        self.log_sigma_boundaries: Optional[torch.Tensor] = (
+            nearest_log_sigma_boundaries(edm_sigma(self.schedule.alpha_bar).log())
+            if timestep_distribution == "lognormal" else None)
         # the only state a process has: the L_t history of importance sampling (checkpointed by the trainer)
         self.timestep_sampler: Optional[LossSecondMomentSampler] = (
             LossSecondMomentSampler(self.num_steps) if importance_sampling else None)
         self._tables: dict[tuple[torch.device, torch.dtype], ScheduleTensors] = {}
+        self._edm_tables: dict[tuple[torch.device, torch.dtype], EDMTables] = {}
+        self._boundaries: dict[torch.device, torch.Tensor] = {}  # float32 copies of log_sigma_boundaries
 
     @classmethod
     def from_config(cls, config: ProcessConfig) -> "GaussianDiffusion":
@@ -144,13 +194,17 @@ class GaussianDiffusion:
         return cls(betas, prediction=config.prediction,
                    loss_weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
                    variance=config.variance, loss=config.loss, vlb_weight=config.vlb_weight,
-                   importance_sampling=config.importance_sampling)
+                   importance_sampling=config.importance_sampling, sigma_data=config.sigma_data,
+                   timestep_distribution=config.timestep_distribution, lognormal_mean=config.lognormal_mean,
+                   lognormal_std=config.lognormal_std)
 
     def __repr__(self) -> str:
         return (f"GaussianDiffusion(num_steps={self.num_steps}, prediction={self.prediction!r}, "
                 f"loss_weighting={self.loss_weighting!r}, min_snr_gamma={self.min_snr_gamma}, "
                 f"variance={self.variance!r}, loss={self.loss!r}, vlb_weight={self.vlb_weight}, "
-                f"importance_sampling={self.timestep_sampler is not None})")
+                f"importance_sampling={self.timestep_sampler is not None}, sigma_data={self.sigma_data}, "
+                f"timestep_distribution={self.timestep_distribution!r}, lognormal_mean={self.lognormal_mean}, "
+                f"lognormal_std={self.lognormal_std})")
 
     @property
     def learned_variance(self) -> bool:
@@ -171,6 +225,14 @@ class GaussianDiffusion:
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         values = getattr(self.tables(x.device, dtype), name)
         return _extract(values, torch.as_tensor(t, device=x.device), x.ndim)
+
+    def _edm_coef(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``edm.<name>[t]`` (:class:`~dreamdata.process.edm.EDMTables`) next to ``x``, as :meth:`_coef`."""
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        key = (x.device, dtype)
+        if key not in self._edm_tables:
+            self._edm_tables[key] = self.edm.to(device=x.device, dtype=dtype)
+        return _extract(getattr(self._edm_tables[key], name), torch.as_tensor(t, device=x.device), x.ndim)
 
     # -- forward process --------------------------------------------------------------------------
 
@@ -210,12 +272,30 @@ class GaussianDiffusion:
 
     # -- parameterisations ------------------------------------------------------------------------
 
+    def network_input(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is fed for the state ``x_t`` at index ``t``: ``x_t`` itself, or for ``edm``
+        EDM's ``c_in x̂ = c_in x_t / sqrt(ᾱ_t)`` (Karras et al. 2022, eq. 7 and Table 1).
+
+        Every caller of the network (training, samplers, likelihood, reconstruction) goes through this, so
+        the network sees one input convention; the network is then called as ``network(input, t, labels)``.
+        """
+        if self.prediction != "edm":
+            return x_t
+        return self._edm_coef("input_scale", t, x_t) * x_t  # Table 1: c_in x̂, x̂ = x_t / sqrt(ᾱ)
+
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the network should output for ``x_t = q_sample(x0, t, noise)``, per :attr:`prediction`."""
+        """What the network should output for ``x_t = q_sample(x0, t, noise)``, per :attr:`prediction`.
+
+        ``edm``: ``F``'s effective target ``(x0 - c_skip x̂) / c_out`` with ``x̂ = x0 + σ noise`` (Karras et
+        al. 2022, eq. 8 rewritten as in their appendix B.6), expanded in ``x0`` and ``noise``.
+        """
         if self.prediction == "epsilon":
             return noise  # Ho et al. 2020, eq. 14 (L_simple)
         if self.prediction == "x0":
             return x0
+        if self.prediction == "edm":
+            return (self._edm_coef("target_x0", t, x0) * x0  # (1 - c_skip) x0 / c_out
+                    - self._edm_coef("target_eps", t, x0) * noise)  # - c_skip σ noise / c_out
         return (self._coef("sqrt_alpha_bar", t, x0) * noise  # Salimans & Ho 2022, sec. 4 (v)
                 - self._coef("sqrt_one_minus_alpha_bar", t, x0) * x0)
 
@@ -224,7 +304,9 @@ class GaussianDiffusion:
         """Convert a network output of any parameterisation into ``(x0_hat, eps_hat)`` (exact inverse).
 
         Uses ``x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps`` (Ho et al. 2020, eq. 4) and, for ``v``,
-        ``v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0`` (Salimans & Ho 2022, sec. 4).
+        ``v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0`` (Salimans & Ho 2022, sec. 4). For ``edm``,
+        ``x0_hat = D = c_skip x̂ + c_out F`` (Karras et al. 2022, eq. 7) and ``eps_hat = (x̂ - D) / σ``, which
+        satisfies ``x_t = sqrt(alpha_bar) x0_hat + sqrt(1 - alpha_bar) eps_hat`` by construction.
         """
         if self.prediction == "epsilon":
             eps = model_output
@@ -234,6 +316,11 @@ class GaussianDiffusion:
             x0 = model_output
             eps = ((x_t - self._coef("sqrt_alpha_bar", t, x_t) * x0)  # Ho et al. 2020, eq. 4 solved for eps
                    / self._coef("sqrt_one_minus_alpha_bar", t, x_t))
+        elif self.prediction == "edm":
+            x0 = (self._edm_coef("x0_from_xt", t, x_t) * x_t  # Karras et al. 2022, eq. 7: c_skip x̂ + c_out F
+                  + self._edm_coef("c_out", t, x_t) * model_output)
+            eps = (self._edm_coef("eps_from_xt", t, x_t) * x_t  # (x̂ - D) / σ = (1 - c_skip) x̂ / σ - c_out F / σ
+                   - self._edm_coef("eps_from_out", t, x_t) * model_output)
         else:
             a = self._coef("sqrt_alpha_bar", t, x_t)
             b = self._coef("sqrt_one_minus_alpha_bar", t, x_t)
@@ -314,13 +401,16 @@ class GaussianDiffusion:
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         """Per-example float32 loss weight ``[B]`` on ``t``'s device.
 
-        ``simple``: 1 (Ho et al. 2020, eq. 14). ``min_snr``: the Min-SNR-gamma weight (Hang et al. 2023,
+        ``simple``: 1 (Ho et al. 2020, eq. 14). For ``edm`` this *is* EDM's weighting: ``λ(σ) ||D - x0||² =
+        λ(σ) c_out(σ)² ||F - target||²`` and ``λ(σ) c_out(σ)² = 1`` (Karras et al. 2022, eq. 8 and Table 1),
+        so the MSE on ``F`` is unweighted. ``min_snr``: the Min-SNR-gamma weight (Hang et al. 2023,
         sec. 3.4) expressed for the network's parameterisation - with ``snr = alpha_bar / (1 - alpha_bar)``:
         ``min(snr, gamma) / snr`` for epsilon, ``min(snr, gamma)`` for x0, ``min(snr, gamma) / (snr + 1)``
-        for v. Each equals ``min(snr, gamma)`` times the x0-space MSE.
+        for v, ``min(snr, gamma) c_out²`` for edm. Each equals ``min(snr, gamma)`` times the x0-space MSE.
         """
         t = torch.as_tensor(t)
         if self.loss_weighting == "simple":
+            # edm: EDM's λ(σ) c_out(σ)² = 1 (eq. 8, Table 1), so its loss is this unweighted MSE on F too
             return torch.ones(t.shape, device=t.device, dtype=torch.float32)
         snr = self.tables(t.device).snr[t]
         clipped = snr.clamp(max=self.min_snr_gamma)  # Hang et al. 2023, sec. 3.4 (min(SNR, gamma))
@@ -328,20 +418,34 @@ class GaussianDiffusion:
             return clipped / snr  # Hang et al. 2023, sec. 3.4 (epsilon: min(SNR, gamma) / SNR)
         if self.prediction == "x0":
             return clipped  # Hang et al. 2023, sec. 3.4 (x0: min(SNR, gamma))
+        if self.prediction == "edm":
+            c_out = self.edm.c_out.to(t.device, torch.float32)[t]
+            return clipped * c_out ** 2  # ||D - x0||² = c_out² ||F - target||²
         return clipped / (snr + 1.0)  # Hang et al. 2023, sec. 3.4 (v: min(SNR, gamma) / (SNR + 1))
 
     def sample_timesteps(self, batch_size: int, device: torch.device | str,
                          generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Training timesteps ``t ~ Uniform{0, ..., T-1}``, a long tensor ``[B]`` drawn from ``generator``."""
-        return randint(self.num_steps, batch_size, device, generator)
+        """Training timesteps, a long tensor ``[B]`` drawn from ``generator``, per :attr:`timestep_distribution`.
+
+        ``uniform``: ``t ~ Uniform{0, ..., T-1}`` (Ho et al. 2020, Algorithm 1). ``lognormal``: ``ln σ ~
+        N(P_mean, P_std²)`` (Karras et al. 2022, Table 1) rounded to the index whose ``ln σ_t`` is nearest
+        (:func:`~dreamdata.process.lognormal.lognormal_timesteps`).
+        """
+        if self.timestep_distribution == "uniform":
+            return randint(self.num_steps, batch_size, device, generator)  # Ho et al. 2020, Algorithm 1
+        device = torch.device(device)
+        if device not in self._boundaries:
+            self._boundaries[device] = self.log_sigma_boundaries.to(device=device, dtype=torch.float32)
+        return lognormal_timesteps(self._boundaries[device], self.lognormal_mean, self.lognormal_std,
+                                   batch_size, device, generator)
 
     def training_losses(self, network: Network, x0: torch.Tensor, class_labels: Optional[torch.Tensor],
                         generator: Optional[torch.Generator] = None, *, t: Optional[torch.Tensor] = None,
                         noise: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Per-example training loss ``[B]`` (float32) of ``network`` on ``x0``, per :attr:`loss`.
 
-        ``simple``: the weighted MSE between ``network(x_t, t, labels)`` (its prediction channels) and the
-        target. ``vlb`` / ``hybrid``: see the module docstring and :meth:`training_loss_terms`.
+        ``simple``: the weighted MSE between ``network(network_input(x_t, t), t, labels)`` (its prediction
+        channels) and the target. ``vlb`` / ``hybrid``: see the module docstring and :meth:`training_loss_terms`.
 
         Draws ``t`` first and then ``noise`` from ``generator`` (torch's global RNG when ``None``), in that
         order, so a caller holding a copy of the generator can reproduce both. ``t`` and ``noise`` may also
@@ -373,7 +477,7 @@ class GaussianDiffusion:
         if noise is None:
             noise = randn_like(x0, generator)
         x_t = self.q_sample(x0, t, noise)
-        prediction, variance_output = self.split_output(network(x_t, t, class_labels), x0)
+        prediction, variance_output = self.split_output(network(self.network_input(x_t, t), t, class_labels), x0)
         if self.loss == "simple":
             return TrainingLossTerms(t, self._weighted_mse(prediction, x0, noise, t), None)
         prediction, x0_f, x_t_f = prediction.float(), x0.float(), x_t.float()

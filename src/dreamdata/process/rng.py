@@ -23,6 +23,7 @@ __all__ = [
     "per_sample_noise",
     "per_sample_seed",
     "randint",
+    "randn",
     "randn_like",
 ]
 
@@ -157,3 +158,12 @@ def randint(high: int, size: int, device: torch.device | str,
         raise ValueError("randint needs a torch.Generator, not a PerSampleGenerator")
     check_generator(generator, device)
     return torch.randint(0, high, (size,), generator=generator, device=device, dtype=torch.long)
+
+
+def randn(size: int, device: torch.device | str, generator: Optional[torch.Generator] = None,
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal ``[size]`` (float32 by default, which every device supports), drawn from ``generator``."""
+    if isinstance(generator, PerSampleGenerator):
+        raise ValueError("randn needs a torch.Generator, not a PerSampleGenerator")
+    check_generator(generator, device)
+    return torch.randn((size,), generator=generator, device=device, dtype=dtype)

@@ -91,11 +91,12 @@ def predict(network: Network, process: GaussianDiffusion, x: torch.Tensor, tau: 
     When ``x0_hat`` is clipped, ``eps_hat`` is re-derived from it via ``x_t = sqrt(ab) x0 + sqrt(1 - ab) eps``
     (Ho et al. 2020, eq. 4), so the pair stays consistent with ``x`` and a sampler that uses both moves
     towards the clipped prediction (as diffusers' DDIM does). Guidance combines the prediction channels
-    only (see :func:`~dreamdata.sampling.guidance.guided_output`).
+    only (see :func:`~dreamdata.sampling.guidance.guided_output`). The network is fed
+    ``process.network_input(x, t)`` (``x`` itself unless the process is EDM-preconditioned).
     """
     t = torch.full((x.shape[0],), tau, device=x.device, dtype=torch.long)
-    output = guided_output(network, x, t, setup.class_labels, guidance_scale, setup.null_class,
-                           guided_channels=x.shape[1])
+    output = guided_output(network, process.network_input(x, t), t, setup.class_labels, guidance_scale,
+                           setup.null_class, guided_channels=x.shape[1])
     prediction, variance = process.split_output(output, x)
     x0_hat, eps_hat = process.predict_x0_and_eps(prediction, x, t)
     if x0_clip != "none":

@@ -12,8 +12,8 @@ al. 2022), as in the paper, so published intervals carry over - theirs for Image
 
     σ_t = sqrt((1 - ᾱ_t) / ᾱ_t),    ᾱ_t = 1 / (1 + σ_t²)    (Karras et al. 2022, Table 1, VP: s = 1/sqrt(1 + σ²))
 
-and the interval selects the visited training indices ``t`` whose ``σ_t`` lies in it (:func:`edm_sigma`,
-:func:`step_guidance_scales`).
+and the interval selects the visited training indices ``t`` whose ``σ_t`` lies in it
+(:func:`~dreamdata.process.edm.edm_sigma`, :func:`step_guidance_scales`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,10 @@ from typing import Any, Optional, Sequence
 import torch
 
 from dreamdata.process.base import Network
+from dreamdata.process.edm import edm_sigma  # re-exported: its home is the process's EDM module
 
 __all__ = ["check_guidance_interval", "edm_sigma", "guided_output", "in_guidance_interval", "resolve_null_class",
            "step_guidance_scales"]
-
-
-def edm_sigma(alpha_bar: float) -> float:
-    """EDM's noise level of a state with ``alpha_bar``: ``σ = sqrt((1 - ᾱ) / ᾱ)`` (Karras et al. 2022, Table 1)."""
-    return math.sqrt((1.0 - alpha_bar) / alpha_bar)
 
 
 def check_guidance_interval(interval: Any, name: str = "guidance_interval") -> Optional[tuple[float, float]]:
