@@ -23,7 +23,7 @@ from dreamdata.config import build_dataclass, load_config
 from dreamdata.dream.manifest import DreamSpec, check_resumable, write_manifest
 from dreamdata.errors import ConfigError, DataError
 from dreamdata.experiments.cells import cell_slug, make_cell, resolve_sampling
-from dreamdata.experiments.study.config import StudyConfig, validate_study
+from dreamdata.experiments.study.config import StudyConfig, study_from_tree, validate_study
 from dreamdata.experiments.sweep_config import parse_sweep
 from dreamdata.networks import build_network
 from dreamdata.process import GaussianDiffusion, blur_betas, cosine_betas, linear_betas
@@ -363,8 +363,8 @@ def test_the_study_dreams_with_its_interval(tiny_run, tmp_path):
     from dreamdata.experiments.study.pipeline import _dream
 
     dream = {"per_class": [1], "steps": 4, "guidance": 1.5, "guidance_interval": [0.28, 5.42], "chunk": 3}
-    config = build_dataclass(StudyConfig, {"real": {"per_class": [4]}, "generator": {"steps": [1]},
-                                           "dream": dream, "classifier_steps": [1]}, "")
+    config = study_from_tree({"real": {"per_class": [4]}, "generator": {"steps": [1]}, "dream": dream,
+                              "classifier_steps": [1]})  # lists: they replace the default budget rules
     validate_study(config)
     manifest = _dream(config, 0, tiny_run, tmp_path / "synthetic", torch.device("cpu"), None)
     assert manifest["status"] == "complete" and manifest["spec"]["guidance_interval"] == [0.28, 5.42]

@@ -2,21 +2,32 @@
 
 A study runs, for each K in ``real.per_class`` (real images per class; ``null`` = all): train the
 generative model on those K real images per class for ``generator.steps[i]`` optimiser steps (or, when no
-steps are given, ``generator.minutes[i]`` minutes of wall time), dream
-``dream.per_class[i]`` images per class with it, then compare the arms with a classifier trained for
-``classifier_steps[i]`` optimiser steps. Lists indexed by ``i`` run parallel to ``real.per_class``, so
-each K gets budgets that suit it. Defaults here; YAML files (``configs/study-*.yaml``) override them;
-``key=value`` arguments override those.
+steps are given, ``generator.minutes[i]`` minutes of wall time), dream images per class with it, then
+compare the arms with classifiers trained for the same number of optimiser steps. Lists indexed by ``i``
+run parallel to ``real.per_class``.
+
+The classifier steps and the dreamed count are each given one of two ways, never both:
+
+* by a **rule stated in advance** (the default): ``classifier_epochs`` (steps from epochs of the K real
+  images, at least ``classifier_min_steps``) and ``dream.per_class_multiple`` (dreamed per class as a
+  multiple of the real per-class count, at most ``dream.per_class_max``), resolved per K from the real data
+  before anything runs (:mod:`~dreamdata.experiments.study.budgets`);
+* by **explicit lists**, one per K: ``classifier_steps`` and ``dream.per_class``.
+
+Defaults here; YAML files (``configs/study-*.yaml``) override them; ``key=value`` arguments override those.
+A layer that gives one key of a pair replaces the other from the layers below (``classifier_steps=[1200]``
+on the command line replaces a file's ``classifier_epochs``); one layer giving both is an error.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
 import yaml
 
-from dreamdata.config import build_dataclass, config_tree
+from dreamdata.config import build_dataclass, config_tree, merge_trees, parse_override, set_dotted
 from dreamdata.errors import ConfigError
 from dreamdata.experiments.study.augment import AugmentConfig
 
@@ -48,7 +59,11 @@ class StudyGeneratorConfig:
 
 @dataclass
 class StudyDreamConfig:
-    per_class: list[int] = field(default_factory=lambda: [500, 500, 500])  # images dreamed per class, per K
+    per_class: list[int] | None = None  # images dreamed per class, one per K (replaces the rule below)
+    # the rule: dreamed per class = ceil(multiple x real per class), at most per_class_max (None = no cap);
+    # real per class is K, or for K = all the real set's largest class
+    per_class_multiple: float | None = 2.0
+    per_class_max: int | None = 1000  # used only with per_class_multiple
     sampler: str = "ddim"
     steps: int = 25
     guidance: float = 1.0
@@ -74,7 +89,12 @@ class StudyConfig:
     generator: StudyGeneratorConfig = field(default_factory=StudyGeneratorConfig)
     dream: StudyDreamConfig = field(default_factory=StudyDreamConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    classifier_steps: list[int] = field(default_factory=lambda: [300, 600, 1000])  # per K; every arm alike
+    # Classifier optimiser steps per K, identical for every arm: an explicit list (one per K), or the rule
+    # max(classifier_min_steps, ceil(classifier_epochs x real images / batch_size)), counted on the K real
+    # images (the real-only arm's training set) so that every arm of a K gets the same number of steps
+    classifier_steps: list[int] | None = None
+    classifier_epochs: float | None = 10.0
+    classifier_min_steps: int | None = 1000  # used only with classifier_epochs (None = no floor)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,14 +103,79 @@ class StudyConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+# (explicit list, rule): each budget is given by exactly one of the two
+BUDGET_PAIRS = (("classifier_steps", "classifier_epochs"), ("dream.per_class", "dream.per_class_multiple"))
+
+
+def uses_rule(config: StudyConfig) -> bool:
+    """Whether a budget is given by a rule, so that resolving it needs the real data."""
+    return config.classifier_epochs is not None or config.dream.per_class_multiple is not None
+
+
+def _lookup(tree: dict, dotted: str) -> tuple[bool, object]:
+    """``(present, value)`` of ``dotted`` in a raw config tree."""
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _given(tree: dict, dotted: str) -> bool:
+    present, value = _lookup(tree, dotted)
+    return present and value is not None
+
+
+def _check_layer(tree: dict, where: str) -> None:
+    for explicit, rule in BUDGET_PAIRS:
+        if _given(tree, explicit) and _given(tree, rule):
+            raise ConfigError(f"config keys {explicit} and {rule}{where}: give one of them, not both (set the "
+                              "other to null)")
+
+
+def _replace_partners(base: dict, update: dict) -> dict:
+    """A copy of ``base`` where each budget key that ``update`` gives (and not its partner) nulls its partner:
+    an explicit list given in a later layer replaces a rule from an earlier one, and the other way round."""
+    base = copy.deepcopy(base)
+    for pair in BUDGET_PAIRS:
+        for key, partner in (pair, pair[::-1]):
+            if _given(update, key) and not _lookup(update, partner)[0]:
+                try:
+                    set_dotted(base, partner, None)
+                except ConfigError:
+                    pass  # a section that is not a mapping: build_dataclass names it
+    return base
+
+
+def _field(config: StudyConfig, dotted: str):
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def study_from_tree(tree: dict, where: str = "") -> StudyConfig:
+    """The StudyConfig of one raw tree laid over the defaults (where the budgets are rules)."""
+    _check_layer(tree, where)
+    return build_dataclass(StudyConfig, merge_trees(_replace_partners({}, tree), tree), "")
+
+
 def validate_study(config: StudyConfig) -> None:
     count = len(config.real.per_class)
     if count == 0:
         raise ConfigError("config key real.per_class: give at least one K (null = all images)")
+    for explicit, rule in BUDGET_PAIRS:
+        values = [_field(config, explicit), _field(config, rule)]
+        if all(value is None for value in values):
+            raise ConfigError(f"config keys {explicit} and {rule}: give one of them (a list per K, or the rule)")
+        if all(value is not None for value in values):
+            raise ConfigError(f"config keys {explicit} and {rule}: give one of them, not both (set the other to "
+                              "null)")
     budget = ("generator.steps", config.generator.steps) if config.generator.steps is not None else (
         "generator.minutes", config.generator.minutes)
-    for key, values in (budget, ("dream.per_class", config.dream.per_class),
-                        ("classifier_steps", config.classifier_steps)):
+    lists = [(key, values) for key, values in (budget, ("dream.per_class", config.dream.per_class),
+                                               ("classifier_steps", config.classifier_steps)) if values is not None]
+    for key, values in lists:
         if len(values) != count:
             raise ConfigError(f"config key {key}: has {len(values)} entries, real.per_class has {count}; give one "
                               "per K")
@@ -100,6 +185,14 @@ def validate_study(config: StudyConfig) -> None:
     if any(k < 1 for k in ks) or len(set(config.real.per_class)) != count:
         raise ConfigError(f"config key real.per_class: expected distinct positive integers or null, got "
                           f"{config.real.per_class}")
+    for key, value in (("classifier_epochs", config.classifier_epochs),
+                       ("dream.per_class_multiple", config.dream.per_class_multiple)):
+        if value is not None and not (0 < value < float("inf")):
+            raise ConfigError(f"config key {key}: expected a positive number, got {value}")
+    for key, value in (("classifier_min_steps", config.classifier_min_steps),
+                       ("dream.per_class_max", config.dream.per_class_max)):
+        if value is not None and value < 1:
+            raise ConfigError(f"config key {key}: expected a positive integer or null, got {value}")
     if config.augment.seeds < 1:
         raise ConfigError(f"config key augment.seeds: expected a positive integer, got {config.augment.seeds}")
     if not config.dream.guidance >= 0:
@@ -124,8 +217,16 @@ def validate_study(config: StudyConfig) -> None:
 
 
 def load_study_config(path: str, overrides: list[str] = ()) -> StudyConfig:
-    """Defaults <- YAML file <- ``key=value`` overrides, checked."""
-    config = build_dataclass(StudyConfig, config_tree(path, overrides), "")
+    """Defaults <- YAML file <- ``key=value`` overrides, checked (budgets as given: rules are resolved by
+    :func:`~dreamdata.experiments.study.budgets.resolve_budgets` once the real data is loaded)."""
+    file_tree = config_tree(path)
+    _check_layer(file_tree, f" in {path}")
+    _check_layer(config_tree(None, overrides), " in the overrides")
+    # defaults (the rules) <- file <- overrides, each layer's budget keys replacing the pair partner below
+    tree = _replace_partners(merge_trees(_replace_partners({}, file_tree), file_tree), config_tree(None, overrides))
+    for text in overrides:
+        set_dotted(tree, *parse_override(text))  # as config_tree applies them
+    config = study_from_tree(tree)
     validate_study(config)
     return config
 

@@ -2,7 +2,8 @@
 
 Layout of the study directory (``runs_dir/name``)::
 
-    study.yaml                 the resolved StudyConfig
+    study.yaml                 the resolved StudyConfig (budgets as lists; its header says how they were found)
+    budgets.json               each K's budgets and the rule or list each came from, written before anything runs
     K50/generator/             a `dreamdata train` run on the K = 50 real images per class
     K50/synthetic/             a `dreamdata dream` dataset from it (manifest.json, <class>/, dataset.npz)
     K50/filter-classifier.safetensors   (only with dream.keep_top)
@@ -13,7 +14,8 @@ Layout of the study directory (``runs_dir/name``)::
 Every stage resumes: the generator run continues from its latest checkpoint, dreaming from its chunks,
 augmenting from ``results.jsonl``. A stage that is complete is skipped, so re-running the command after
 an interruption finishes the study. Re-running with a different config into the same directory is an
-error (pass another ``name``).
+error (pass another ``name``); configs are compared with their budgets resolved, so a rule that gives the
+numbers an older explicit list gave is the same study.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from pathlib import Path
 import torch
 
 from dreamdata.atomic import write_text_atomic
-from dreamdata.config import DataConfig, RunConfig, build_dataclass, load_config, load_yaml
+from dreamdata.config import DataConfig, RunConfig, load_config, load_yaml
 from dreamdata.data import describe_hflip, load_dataset, resolve_hflip
 from dreamdata.errors import ConfigError, DreamdataError
-from dreamdata.experiments.study.config import StudyConfig, k_label
+from dreamdata.data.image_data import ImageData
+from dreamdata.experiments.study.budgets import BUDGETS, RealCount, explicit_form, resolve_budgets, resolved_yaml
+from dreamdata.experiments.study.config import StudyConfig, k_label, study_from_tree, uses_rule
 
 GENERATOR_DONE = "study-stage-complete.json"
 
@@ -116,14 +120,30 @@ def study_hflip(config: StudyConfig) -> bool:
     return resolve_hflip(config.augment.classifier.hflip, config.real.dataset)
 
 
-def _check_config(study_dir: Path, config: StudyConfig) -> None:
+def real_sets(config: StudyConfig) -> list[ImageData]:
+    """The K real training images per class of every K (the generator and the classifiers see the same ones)."""
+    return [load_dataset(DataConfig(dataset=config.real.dataset, data_root=config.real.data_root, per_class=k,
+                                    split_seed=config.real.split_seed), "train") for k in config.real.per_class]
+
+
+def resolve_study(config: StudyConfig, reals: list[ImageData] | None = None) -> tuple[StudyConfig, dict]:
+    """The study with every budget resolved to a list, and the record of how (see
+    :mod:`~dreamdata.experiments.study.budgets`); loads the real sets only when a rule needs them."""
+    if reals is None and uses_rule(config):
+        reals = real_sets(config)
+    return resolve_budgets(config, [RealCount.of(real) for real in reals] if reals is not None else None)
+
+
+def _check_config(study_dir: Path, config: StudyConfig, record: dict) -> None:
+    """``config`` is resolved; the stored one (older ones gave lists) is compared with its budgets as lists."""
     stored = study_dir / "study.yaml"
     # compared as configs, not as text: a key added to StudyConfig since (at its default) is no difference
     stored_tree = (load_yaml(stored.read_text(), str(stored)) or {}) if stored.is_file() else None
-    if stored_tree is not None and build_dataclass(StudyConfig, stored_tree, "") != config:
+    if stored_tree is not None and explicit_form(study_from_tree(stored_tree, f" in {stored}")) != config:
         raise ConfigError(f"{stored}: this study directory was made with a different config; to start another "
                           f"study give another name (name=...), or delete {study_dir}")
-    write_text_atomic(stored, config.to_yaml())
+    write_text_atomic(stored, resolved_yaml(config, record))
+    write_text_atomic(study_dir / BUDGETS, json.dumps(record, indent=2) + "\n")
 
 
 def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[[str], None] = print) -> dict:
@@ -136,8 +156,16 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
     from dreamdata.training.setup import resolve_device
 
     study_dir = Path(study_dir or Path(config.runs_dir).expanduser() / config.name)
+    # the budgets are fixed from the config and the real data before anything is trained
+    reals = real_sets(config)
+    config, record = resolve_study(config, reals)
     study_dir.mkdir(parents=True, exist_ok=True)
-    _check_config(study_dir, config)
+    _check_config(study_dir, config, record)
+    for line in record["described"]:
+        log(f"study: {line}")
+    log("study: budgets per K: " + "; ".join(f"K={k} {entry['classifier_steps']} classifier steps, "
+                                              f"{entry['dream_per_class']} dreamed per class"
+                                              for k, entry in record["per_k"].items()))
     device = resolve_device(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -149,8 +177,7 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
     for index, k in enumerate(config.real.per_class):
         k_dir = study_dir / f"K{k_label(k)}"
         timings: dict = {}
-        real = load_dataset(DataConfig(dataset=config.real.dataset, data_root=config.real.data_root, per_class=k,
-                                       split_seed=config.real.split_seed), "train")
+        real = reals[index]
         started = time.perf_counter()
         _train_generator(config, index, k_dir / "generator", log)
         timings["generator_s"] = round(time.perf_counter() - started, 1)
@@ -159,7 +186,8 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         if config.dream.keep_top is not None:
             filter_path = _filter_classifier(config, index, real, k_dir / "filter-classifier.safetensors", device)
         started = time.perf_counter()
-        log(f"study K={k_label(k)}: dreaming {config.dream.per_class[index]} images per class")
+        log(f"study K={k_label(k)}: dreaming {config.dream.per_class[index]} images per class "
+            f"({record['per_k'][k_label(k)]['dream_per_class_from']})")
         manifest = _dream(config, index, k_dir / "generator", k_dir / "synthetic", device, filter_path)
         dreaming = manifest.get("dreaming") or {}
         if dreaming.get("images"):
@@ -179,4 +207,4 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
                              "synthetic_images": len(synthetic), "dream_seconds": manifest.get("seconds"),
                              "dreaming": manifest.get("dreaming"),
                              "timings": timings}
-    return write_study_report(study_dir, config, per_k)
+    return write_study_report(study_dir, config, per_k, record)

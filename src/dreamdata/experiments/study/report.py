@@ -1,4 +1,5 @@
-"""The study's cross-K report: one table and one figure of accuracy against K for every arm."""
+"""The study's cross-K report: one table and one figure of accuracy against K for every arm, and the budgets
+each K ran at with the rule or list they came from."""
 
 from __future__ import annotations
 
@@ -16,7 +17,18 @@ def _pct(value) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
-def study_markdown(config: StudyConfig, per_k: dict) -> str:
+def budget_markdown(record: dict) -> list[str]:
+    """The budgets table: per K the numbers and how each was found (fixed before anything ran)."""
+    lines = ["Budgets, fixed before anything ran: " + "; ".join(record["described"]) + ".", "",
+             "| K / class | real images | classifier steps | dreamed per class | generator |",
+             "| --- | --: | --- | --- | --- |"]
+    for k, entry in record["per_k"].items():
+        lines.append(f"| {k} | {entry['real_images']} | {entry['classifier_steps']} = {entry['classifier_steps_from']} "
+                     f"| {entry['dream_per_class']} = {entry['dream_per_class_from']} | {entry['generator']} |")
+    return lines
+
+
+def study_markdown(config: StudyConfig, per_k: dict, record: dict | None = None) -> str:
     arms = list(config.augment.arms)
     lines = [f"# Study {config.name}: {config.real.dataset}, {config.augment.seeds} seeds per arm", "",
              ("Accuracy on the real test split, % (mean ± std over seeds). Paired differences against "
@@ -39,6 +51,8 @@ def study_markdown(config: StudyConfig, per_k: dict) -> str:
         t = entry["timings"]
         lines.append(f"| {k} | {entry['real_images']} | {entry['synthetic_images']} | {t['generator_s']} | "
                      f"{t['dream_s']} | {t['augment_s']} |")
+    if record is not None:
+        lines += ["", *budget_markdown(record)]
     lines += ["", ("Per-K details (per-class precision/recall/F1, confusion matrices): `K*/augment/summary.md`, "
                    "`K*/augment/confusion-*.png`.")]
     return "\n".join(lines) + "\n"
@@ -69,15 +83,19 @@ def write_accuracy_figure(path: Path, config: StudyConfig, per_k: dict) -> None:
     save_figure(figure, path, dpi=110)
 
 
-def write_study_report(study_dir: Path, config: StudyConfig, per_k: dict) -> dict:
-    """``summary.md``, ``summary.json`` and ``accuracy-vs-k.png`` in ``study_dir``; returns the summary."""
+def write_study_report(study_dir: Path, config: StudyConfig, per_k: dict, record: dict | None = None) -> dict:
+    """``summary.md``, ``summary.json`` and ``accuracy-vs-k.png`` in ``study_dir``; returns the summary.
+    ``record`` is the budgets' record (:func:`~dreamdata.experiments.study.budgets.resolve_budgets`)."""
     compact = {k: {key: value for key, value in entry.items() if key != "summary"} |
                {"arms": {arm: {name: row[name] for name in ("accuracy_mean", "accuracy_std", "accuracies")}
                          for arm, row in entry["summary"]["arms"].items()},
                 "comparisons": entry["summary"]["comparisons"]}
                for k, entry in per_k.items()}
-    summary = {"name": config.name, "dataset": config.real.dataset, "per_k": compact}
+    if record is not None:
+        for k, entry in compact.items():
+            entry["budget"] = record["per_k"].get(k)
+    summary = {"name": config.name, "dataset": config.real.dataset, "budgets": record, "per_k": compact}
     write_text_atomic(study_dir / "summary.json", finite_dumps(summary, indent=2) + "\n")
-    write_text_atomic(study_dir / "summary.md", study_markdown(config, per_k))
+    write_text_atomic(study_dir / "summary.md", study_markdown(config, per_k, record))
     write_accuracy_figure(study_dir / "accuracy-vs-k.png", config, per_k)
     return summary

@@ -132,6 +132,13 @@ def build_study_page(study_dir: Path, page: Page) -> None:
     page.text("Test accuracy %, mean ± std over seeds, per real images per class (K) and arm:")
     page.table(["K / class", *arms], rows, numeric=range(1, len(arms) + 1))
     page.image(study_dir / "accuracy-vs-k.png", "test accuracy against K, mean ± std over seeds")
+    budgets = _json(study_dir / "budgets.json")  # written before anything ran; older studies have none
+    if budgets:
+        page.text("Budgets, fixed before anything ran: " + "; ".join(budgets.get("described", [])) + ".")
+        page.table(["K / class", "real images", "classifier steps", "from", "dreamed per class", "from", "generator"],
+                   [[label, entry.get("real_images"), entry.get("classifier_steps"), entry.get("classifier_steps_from"),
+                     entry.get("dream_per_class"), entry.get("dream_per_class_from"), entry.get("generator")]
+                    for label, entry in (budgets.get("per_k") or {}).items()], numeric=(1, 2, 4))
     page.code((study_dir / "study.yaml").read_text() if (study_dir / "study.yaml").is_file() else "(no study.yaml)",
               "the resolved study config (study.yaml)")
 
