@@ -1,4 +1,4 @@
-"""The ``dreamdata`` command line: ``train``, ``sample``, ``evaluate``, ``interpolate``, ``dream``,
+"""The ``dreamdata`` command line: ``train``, ``sample``, ``evaluate``, ``interpolate``, ``dream``, ``distill``,
 ``classifier``, ``augment``, ``study``, ``sweep``, ``report``, ``demo``, ``presets``.
 
 Errors caused by user input (:class:`dreamdata.errors.DreamdataError`) are printed as one line naming
@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from dreamdata.cli.arguments import OneLineErrorParser
 from dreamdata.cli.augment import add_augment, add_classifier
+from dreamdata.cli.distill import add_distill
 from dreamdata.cli.dream import add_dream
 from dreamdata.cli.evaluate import add_evaluate
 from dreamdata.cli.interpolate import add_interpolate
@@ -31,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dreamdata", description="Train image diffusion models and dream up labelled training data with them.")
     parser.add_argument("--version", action="version", version=f"dreamdata {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (add_demo, add_train, add_sample, add_evaluate, add_interpolate, add_dream, add_classifier,
-                add_augment, add_study, add_sweep, add_report, add_presets):
+    for add in (add_demo, add_train, add_sample, add_evaluate, add_interpolate, add_dream, add_distill,
+                add_classifier, add_augment, add_study, add_sweep, add_report, add_presets):
         add(subparsers)
     return parser
 

@@ -35,9 +35,11 @@ def add_dream(subparsers) -> None:
                         help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
                              "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); "
                              "recorded in the manifest (default: guide every step)")
-    parser.add_argument("--sampler", default=None, help="ddpm, ddim, dpm++2m, ... (default ddim; a GAN run: gan)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 50; not for a GAN run)")
-    parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
+    parser.add_argument("--sampler", default=None,
+                        help="ddpm, ddim, dpm++2m, ... (default ddim; a GAN run: gan; a distilled run: its own DDIM)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampling steps (default 50, a distilled run's own; not for a GAN run)")
+    parser.add_argument("--spacing", default=None, help="timestep spacing (default linspace; a distilled run's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=100, help="images per sampler call (default 100)")
     parser.add_argument("--chunk", type=int, default=500, help="images per chunk file, the unit of resuming "
@@ -114,8 +116,8 @@ def _run_dream(args) -> int:
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.sampling.generate import resolve_classes
     from dreamdata.training.distributed import init_distributed, shutdown_distributed
-    from dreamdata.sampling.from_run import (check_guidance_interval_fits, is_gan, load_for_sampling, refuse_for_gan,
-                                             sampler_and_steps)
+    from dreamdata.sampling.from_run import (check_guidance_interval_fits, distilled_sampling, is_gan,
+                                             load_for_sampling, refuse_for_gan, sampler_and_steps)
 
     _check_args(args)
     formats = tuple(part.strip() for part in args.format.split(",") if part.strip())
@@ -131,7 +133,9 @@ def _run_dream(args) -> int:
             raise DreamdataError(f"{args.run}: the model is unconditional; dreaming a labelled dataset needs a "
                                  "class-conditional model (model.class_conditional: true)")
         refuse_for_gan(model.process, guidance=args.guidance, guidance_interval=args.guidance_interval,
-                       spacing=args.spacing != "linspace" and args.spacing)
+                       spacing=args.spacing)
+        args.sampler, args.steps, args.spacing = distilled_sampling(model.distilled, args.sampler, args.steps,
+                                                                    args.spacing, args.guidance, None, model.process)
         check_guidance_interval_fits(model.process, args.guidance, args.guidance_interval)
         if not is_gan(model.process):  # dreaming defaults: 50-step DDIM
             args.sampler, args.steps = args.sampler or "ddim", args.steps or 50

@@ -41,7 +41,7 @@ def add_evaluate(subparsers) -> None:
     parser.add_argument("--steps", type=int, help="sampling steps for a run (default 50; every step T for blur runs)")
     parser.add_argument("--start-noise", type=non_negative_float, default=None, metavar="STD",
                         help="blur runs: std of the noise added to the flat start image (default: the run's own)")
-    parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
+    parser.add_argument("--spacing", default=None, help="timestep spacing (default linspace; a distilled run's own)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance w (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; also seeds KID/IS subsets")
     parser.add_argument("--batch", type=int, default=256, help="sampling batch (default 256)")
@@ -133,7 +133,8 @@ def _run_evaluate(args) -> int:
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
     from dreamdata.cli.arguments import check_positive
-    from dreamdata.sampling.from_run import load_for_sampling, refuse_for_gan, sampler_and_steps, start_distribution
+    from dreamdata.sampling.from_run import (distilled_sampling, load_for_sampling, refuse_for_gan, sampler_and_steps,
+                                             start_distribution)
     from dreamdata.evaluation.extractor import resolve_extractor
     from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.evaluation.sources import load_reference, load_sample_set
@@ -161,10 +162,12 @@ def _run_evaluate(args) -> int:
     model = None
     if is_run:
         model, device = load_for_sampling(target, args.device, use_ema=not args.no_ema)
+        refuse_for_gan(model.process, spacing=args.spacing)
+        args.sampler, args.steps, args.spacing = distilled_sampling(model.distilled, args.sampler, args.steps,
+                                                                    args.spacing, args.guidance, None, model.process)
         if model.config.process.kind == "gaussian":  # evaluation defaults: 50-step DDIM, as the FID benchmarks
             args.sampler, args.steps = args.sampler or "ddim", args.steps or 50
-        refuse_for_gan(model.process, guidance=args.guidance, reconstruction=args.reconstruction,
-                       spacing=args.spacing != "linspace" and args.spacing)
+        refuse_for_gan(model.process, guidance=args.guidance, reconstruction=args.reconstruction)
         args.sampler, args.steps = sampler_and_steps(model.process, args.sampler, args.steps,
                                                      start_noise=args.start_noise)
         if args.reconstruction and model.config.process.kind != "gaussian":

@@ -16,7 +16,7 @@ __all__ = ["run_nll"]
 
 # options of the sample metrics that mean nothing for the bound: refused rather than silently ignored
 _SAMPLE_OPTIONS = (("sampler", None), ("steps", None), ("guidance", 0.0), ("reconstruction", False),
-                   ("clip_model", None), ("start_noise", None), ("spacing", "linspace"))
+                   ("clip_model", None), ("start_noise", None), ("spacing", None))
 
 
 def _run_labels(model, reference):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dreamdata.cli.arguments import guidance_scale
 from dreamdata.cli.arguments import check_positive
-from dreamdata.sampling.from_run import is_gan, load_for_sampling, refuse_for_gan
+from dreamdata.sampling.from_run import distilled_sampling, is_gan, load_for_sampling, refuse_for_gan
 from dreamdata.errors import DreamdataError
 
 
@@ -32,7 +32,7 @@ def add_interpolate(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50; not for a GAN run)")
     parser.add_argument("--path", choices=("slerp", "linear"), default="slerp",
                         help="how the two seeds' noises / latent codes are joined (default slerp)")
-    parser.add_argument("--spacing", default="linspace", help="timestep spacing (default linspace)")
+    parser.add_argument("--spacing", default=None, help="timestep spacing (default linspace; a distilled run's own)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0,
                         help="classifier-free guidance scale w >= 0 (default 0: none)")
     parser.add_argument("--device", default="auto")
@@ -64,8 +64,9 @@ def _run_interpolate(args) -> int:
     from dreamdata.process import GaussianDiffusion
 
     gan = is_gan(process)
-    refuse_for_gan(process, steps=args.steps, guidance=args.guidance,
-                   spacing=args.spacing != "linspace" and args.spacing)
+    refuse_for_gan(process, steps=args.steps, guidance=args.guidance, spacing=args.spacing)
+    _, args.steps, args.spacing = distilled_sampling(model.distilled, None, args.steps, args.spacing, args.guidance,
+                                                     None, process)
     args.steps = 1 if gan else (args.steps or 50)
     if not gan and not isinstance(process, GaussianDiffusion):
         raise DreamdataError(f"{args.run}: interpolate walks DDIM's noise space, so it needs a Gaussian diffusion "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -30,11 +31,14 @@ def add_sample(subparsers) -> None:
                              "other steps take one conditional pass (default: guide every step)")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
-                             "cold-naive for blur (cold diffusion) runs (default cold-improved)")
+                             "cold-naive for blur (cold diffusion) runs (default cold-improved); a distilled run: "
+                             "the DDIM it was distilled for")
     parser.add_argument("--steps", type=int, default=None,
-                        help="sampling steps (default 100 for Gaussian runs, every step T for blur runs; capped at T)")
-    parser.add_argument("--spacing", default="linspace",
-                        help="timestep spacing: linspace, leading, trailing, quadratic, logsnr (default linspace)")
+                        help="sampling steps (default 100 for Gaussian runs, every step T for blur runs, a distilled "
+                             "run's own; capped at T)")
+    parser.add_argument("--spacing", default=None,
+                        help="timestep spacing: linspace, leading, trailing, quadratic, logsnr (default linspace; "
+                             "a distilled run's own)")
     parser.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
     parser.add_argument("--x0-clip", default="static", help="x0 clipping: none, static, dynamic (default static)")
     parser.add_argument("--seed", type=int, default=0)
@@ -125,8 +129,9 @@ def _run_sample(args) -> int:
         write_png,
         write_samples,
     )
-    from dreamdata.sampling.from_run import (check_guidance_interval_fits, check_sampler, load_for_sampling,
-                                             refuse_for_gan, sampler_and_steps, start_distribution)
+    from dreamdata.sampling.from_run import (check_guidance_interval_fits, check_sampler, distilled_sampling,
+                                             load_for_sampling, refuse_for_gan, sampler_and_steps,
+                                             start_distribution)
     from dreamdata.sampling.generate import network_evaluations_per_sample
     from dreamdata.sampling.thresholding import X0_CLIPS
 
@@ -151,8 +156,9 @@ def _run_sample(args) -> int:
     network, process = model.network, model.process
     refuse_for_gan(process, guidance=args.guidance, guidance_interval=args.guidance_interval, eta=args.eta,
                    from_test=args.from_test, forward_strip=args.forward_strip, trajectory=args.trajectory,
-                   spacing=args.spacing != "linspace" and args.spacing,
-                   x0_clip=args.x0_clip != "static" and args.x0_clip)
+                   spacing=args.spacing, x0_clip=args.x0_clip != "static" and args.x0_clip)
+    args.sampler, args.steps, args.spacing = distilled_sampling(model.distilled, args.sampler, args.steps, args.spacing,
+                                                                args.guidance, args.eta, process)
     args.sampler, args.steps = sampler_and_steps(process, args.sampler, args.steps, start_noise=args.start_noise)
     check_guidance_interval_fits(process, args.guidance, args.guidance_interval)
     if args.from_test is not None and args.guidance_interval is not None:
@@ -219,6 +225,7 @@ def _run_sample(args) -> int:
         "guidance_interval": None if args.guidance_interval is None else list(args.guidance_interval),
         "network_evaluations_per_sample": network_evaluations_per_sample(
             process, timesteps.numel(), args.spacing, args.guidance if conditional else 0.0, args.guidance_interval),
+        "distilled": None if model.distilled is None else json.loads(model.distilled.to_json()),
         "seed": args.seed, "n": args.n,
         "classes": names if conditional else None, "class_indices": classes if conditional else None,
         "sample_index": "k * num_classes + class (k = position within the class)",

@@ -97,7 +97,7 @@ class CellScorer:
         ``cell_dir``; return the cell's result line (without the timestamp)."""
         from dreamdata.evaluation.generated import balanced_labels
         from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images
-        from dreamdata.sampling.from_run import start_distribution
+        from dreamdata.sampling.from_run import distilled_sampling, start_distribution
         from dreamdata.sampling.generate import TrajectoryRecorder, generate, network_evaluations_per_sample, to_uint8
         from dreamdata.training.pretrained import load_trained
 
@@ -111,6 +111,9 @@ class CellScorer:
         num_classes = int(getattr(network, "num_classes", 0))
         conditional = num_classes > 0
         guidance = float(s["guidance"]) if conditional else 0.0
+        # an earlier round's student of a distilled arm is distilled for more steps than the arm's cells use
+        distilled_sampling(model.distilled, s["sampler"], int(s["steps"]), s["spacing"], guidance, s["eta"], process,
+                           where=f"sweep cell {cell.key}: ")
         labels = balanced_labels(e.n, num_classes)
         recorder = None
         if e.trajectory_every:

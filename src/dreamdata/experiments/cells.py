@@ -84,7 +84,7 @@ def arm_config(sweep: SweepConfig, spec: ArmSpec, out_dir: Path) -> Arm:
 
 
 def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int, process,
-                     conditional: bool = True) -> dict[str, Any]:
+                     conditional: bool = True, distilled=None) -> dict[str, Any]:
     """One cell's sampling settings for an arm: per-process values picked, the default sampler and
     ``steps: null`` (every step T) filled in, steps capped at T, guidance 0 for an unconditional arm. A GAN
     arm samples in one generator pass whatever the diffusion settings say (sampler ``gan``, 1 step, w = 0),
@@ -93,7 +93,11 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
     ``guidance_interval`` is kept (as ``[lo, hi]`` floats) only where it changes the samples - a guided
     Gaussian cell; otherwise it is dropped, so a cell without one has exactly the settings, the key and
     the result line it had before the key existed. A blur arm, whose process has no noise levels σ, is
-    refused an interval (give a per-process value such as ``{gaussian: [0.28, 5.42], blur: null}``)."""
+    refused an interval (give a per-process value such as ``{gaussian: [0.28, 5.42], blur: null}``).
+
+    A progressively distilled arm (``distilled``: the record of its newest checkpoint, see
+    :mod:`dreamdata.distill.record`) likewise samples every cell with the one sampler it was distilled for -
+    DDIM, its steps on its trailing grid, w = 0 (its guidance is baked in) - so its cells collapse into one."""
     from dreamdata.sampling.from_run import is_gan, sampler_and_steps
 
     resolved = {}
@@ -108,6 +112,10 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
     interval = resolved.pop("guidance_interval", None)
     if is_gan(process):
         resolved.update(sampler="gan", steps=1, guidance=0.0)
+        return resolved
+    if distilled is not None:
+        resolved.update(sampler=distilled.sampler, steps=distilled.steps, spacing=distilled.spacing, guidance=0.0,
+                        eta=None)
         return resolved
     sampler, steps = sampler_and_steps(process, resolved["sampler"], resolved["steps"] or num_steps,
                                        start_noise=resolved["start_noise"])

@@ -95,6 +95,7 @@ def estimate_sweep(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
 
 def _estimate(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
     from dreamdata.process import build_process
+    from dreamdata.sampling.from_run import run_distilled_sampler
     from dreamdata.sampling.generate import network_evaluations_per_sample
 
     data_cache: dict = {}
@@ -110,6 +111,7 @@ def _estimate(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
             tc.minutes if total_steps is None else total_steps * tc.batch_size / train_rate / 60)
         process = build_process(arm.config.process)
         conditional = arm.config.model.class_conditional
+        distilled = run_distilled_sampler(arm.run_dir) if arm.external else None
         cells = []
         for settings in sweep.cells:
             wanted = settings.get("checkpoints", sweep.checkpoints)
@@ -117,7 +119,8 @@ def _estimate(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
                 checkpoints = total_steps // tc.checkpoint_every + (total_steps % tc.checkpoint_every > 0)
             else:
                 checkpoints = len(set(wanted))
-            sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process, conditional)
+            sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process, conditional,
+                                        distilled)
             if any(c["sampling"] == sampling for c in cells):  # e.g. guidance values of an unconditional arm
                 continue
             guidance = float(sampling["guidance"]) if conditional else 0.0

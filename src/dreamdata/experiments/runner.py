@@ -120,16 +120,18 @@ def train_all_arms(arms: list[Arm], shard: tuple[int, int], log: Callable[[str],
 def plan_cells(sweep: SweepConfig, arms: list[Arm]) -> list[Cell]:
     """Every cell of the sweep, in the common order: arm, checkpoint, sampling settings (as listed)."""
     from dreamdata.process import build_process
+    from dreamdata.sampling.from_run import run_distilled_sampler
 
     cells = []
     for arm in arms:
         process = build_process(arm.config.process)
         available = checkpoint_steps(arm.run_dir)
+        distilled = run_distilled_sampler(arm.run_dir) if arm.external else None
         arm_cells = []
         for settings in sweep.cells:
             try:
                 sampling = resolve_sampling(settings, arm.config.process.kind, process.num_steps, process,
-                                            conditional=arm.config.model.class_conditional)
+                                            conditional=arm.config.model.class_conditional, distilled=distilled)
             except ConfigError as error:
                 raise ConfigError(f"{sweep.source}: arm {arm.name!r}: {error}") from None
             wanted = settings.get("checkpoints", sweep.checkpoints)

@@ -4,7 +4,8 @@
 The network and process themselves are rebuilt by :func:`dreamdata.training.pretrained.load_trained`;
 this module adds what every sampling command needs on top of that: the device, user errors
 (:class:`~dreamdata.errors.DreamdataError`) for a sampler that does not fit the process, each process's
-default sampler and step count, and cold diffusion's start distribution (the run's saved blur prior).
+default sampler and step count, a distilled run's one sampler (:func:`distilled_sampling`), and cold
+diffusion's start distribution (the run's saved blur prior).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import torch
 from dreamdata.errors import DreamdataError
 from dreamdata.training.pretrained import TrainedModel, load_trained
 
-__all__ = ["check_guidance_interval_fits", "check_sampler", "is_gan", "load_for_sampling", "refuse_for_gan",
-           "run_directory", "sampler_and_steps", "start_distribution"]
+__all__ = ["check_guidance_interval_fits", "check_sampler", "distilled_sampling", "is_gan", "load_for_sampling",
+           "refuse_for_gan", "run_directory", "run_distilled_sampler", "sampler_and_steps", "start_distribution"]
 
 
 def load_for_sampling(run: str | Path, device: str = "auto", use_ema: bool = True, local_rank: int = 0
@@ -79,6 +80,57 @@ def check_guidance_interval_fits(process, guidance: float, interval, option: str
     if process is not None and getattr(getattr(process, "schedule", None), "alpha_bar", None) is None:
         raise DreamdataError(f"{option} {shown}: the interval is in Gaussian noise levels sigma, and this "
                              f"run's process ({type(process).__name__}) has none")
+
+
+def distilled_sampling(distilled, sampler: Optional[str], steps: Optional[int], spacing: Optional[str],
+                       guidance: float = 0.0, eta: Optional[float] = None, process=None, where: str = ""
+                       ) -> tuple[Optional[str], Optional[int], str]:
+    """``(sampler, steps, spacing)`` for a run whose checkpoint records ``distilled`` (a
+    :class:`~dreamdata.distill.record.DistilledSampler`, or None): the recorded DDIM sampler, step count and
+    grid when not given, and a :class:`DreamdataError` when a given one differs, when ``guidance`` is not 0
+    or ``eta`` not 0. For any other run: the given values, the spacing defaulting to ``linspace``.
+
+    An error rather than a warning: a distilled student was trained only to jump between the points of its
+    grid (and with its guidance baked in), so on any other grid or sampler it is no longer a denoiser, and
+    the images, plausible-looking but neither the teacher's nor the student's, would go on into FID tables
+    and dreamed data sets. ``where`` prefixes the message (a sweep names its arm and checkpoint). With
+    ``process``, the recorded grid is checked to be the one the samplers will visit (``steps`` on the
+    ``trailing`` spacing of its ``T``).
+    """
+    if distilled is None:
+        return sampler, steps, spacing or "linspace"
+    if process is not None:
+        from dreamdata.errors import CheckpointError
+        from dreamdata.sampling.timesteps import timestep_sequence
+
+        visited = timestep_sequence(process.num_steps, distilled.steps, distilled.spacing).tolist()
+        if visited != list(distilled.timesteps):
+            raise CheckpointError(f"{where}the checkpoint is distilled for the grid {list(distilled.timesteps)}, but "
+                                  f"{distilled.steps} {distilled.spacing} steps of T = {process.num_steps} visit "
+                                  f"{visited}")
+    asked = (("--sampler", sampler, distilled.sampler), ("--steps", steps, distilled.steps),
+             ("--spacing", spacing, distilled.spacing))
+    for option, given, recorded in asked:
+        if given is not None and given != recorded:
+            raise DreamdataError(f"{where}{option} {given}: this checkpoint is progressively distilled for "
+                                 f"{distilled.describe()}; it samples with that sampler only (drop {option}, or "
+                                 "sample the teacher run)")
+    if guidance != 0:
+        raise DreamdataError(f"{where}--guidance {guidance:g}: this checkpoint is progressively distilled with "
+                             f"guidance w = {distilled.guidance:g} baked in (dreamdata distill --guidance); sample "
+                             "it with --guidance 0, the default")
+    if eta is not None and eta != 0:
+        raise DreamdataError(f"{where}--eta {eta:g}: this checkpoint is distilled for deterministic DDIM (eta = 0)")
+    return distilled.sampler, distilled.steps, distilled.spacing
+
+
+def run_distilled_sampler(run_dir: str | Path):
+    """The distilled-sampler record of a run's newest checkpoint (None if it has none, or no checkpoint yet)."""
+    from dreamdata.distill.record import read_distilled
+    from dreamdata.training import checkpoint as ckpt
+
+    loaded = ckpt.load_latest(Path(run_dir), report=False)
+    return None if loaded is None else read_distilled(loaded.weights.metadata, loaded.path)
 
 
 def sampler_and_steps(process, sampler: Optional[str], steps: Optional[int], gaussian_steps: int = 100,

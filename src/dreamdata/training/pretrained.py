@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from dreamdata.config import RunConfig, config_from_dict
+from dreamdata.distill.record import DistilledSampler, read_distilled
 from dreamdata.errors import CheckpointError
 from dreamdata.process import build_process
 from dreamdata.training import checkpoint as ckpt
@@ -28,6 +30,8 @@ class TrainedModel:
     class_names: list[str]
     step: int
     checkpoint: Path
+    # a progressively distilled student: the one sampler it was distilled for (None for any other checkpoint)
+    distilled: Optional[DistilledSampler] = None
 
 
 def load_trained(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> TrainedModel:
@@ -59,4 +63,5 @@ def load_trained(path: str | Path, use_ema: bool = True, device: str | torch.dev
         ckpt.load_into(network, weights.ema if use_ema else weights.model, weights_path)
     network = network.to(device).eval()
     return TrainedModel(network=network, process=build_process(config.process), config=config,
-                        class_names=data["class_names"], step=weights.step, checkpoint=weights_path)
+                        class_names=data["class_names"], step=weights.step, checkpoint=weights_path,
+                        distilled=read_distilled(weights.metadata, weights_path))

@@ -244,6 +244,9 @@ class Trainer:
         if loaded is None:
             raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from yet")
         weights_path, weights, state = loaded.path, loaded.weights, loaded.state
+        if state.get("distill"):
+            raise CheckpointError(f"{self.run_dir}: is a distillation run (dreamdata distill), not a training run; "
+                                  "re-run its `dreamdata distill` command to continue it")
         ckpt.load_into(self.network, weights.model, weights_path)
         ckpt.load_into(self.ema.module, weights.ema, weights_path)
         if state.get("world_size", 1) != self.context.world_size:
