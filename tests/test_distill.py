@@ -84,14 +84,16 @@ def test_grids_halve_by_taking_every_other_index_and_start_from_noise():
             distillation_grids(1000, *bad)
 
 
-def test_the_teachers_two_steps_are_the_guided_ddim_samplers_steps():
-    """Per-example timesteps, guidance and static clipping agree with ``ddim_sample`` on a real UNet."""
+@pytest.mark.parametrize("prediction", ["v", "edm"])
+def test_the_teachers_two_steps_are_the_guided_ddim_samplers_steps(prediction):
+    """Per-example timesteps, guidance and static clipping agree with ``ddim_sample`` on a real UNet (also
+    for an EDM-preconditioned network, whose input the process rescales)."""
     from dreamdata.networks.unet import UNet
 
     torch.manual_seed(0)
     network = UNet(in_channels=1, image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
                    attention_resolutions=(), num_classes=3, dropout=0.0).eval()
-    process = GaussianDiffusion(linear_betas(50), prediction="v")
+    process = GaussianDiffusion(linear_betas(50), prediction=prediction)
     grid = distillation_grids(50, 8, 4)[0]
     table = student_steps(grid, process.schedule.alpha_bar)
     labels = torch.tensor([0, 2, 1])

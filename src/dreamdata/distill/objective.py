@@ -33,7 +33,8 @@ def predict_at(network: Network, process: GaussianDiffusion, x: torch.Tensor, t:
                class_labels: Optional[torch.Tensor], guidance_scale: float, null_class: Optional[int],
                x0_clip: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x̂0, ε̂)`` of ``network`` at states ``x`` with one timestep per example (``t`` long ``[B]``)."""
-    output = guided_output(network, x, t, class_labels, guidance_scale, null_class, guided_channels=x.shape[1])
+    output = guided_output(network, process.network_input(x, t), t, class_labels, guidance_scale, null_class,
+                           guided_channels=x.shape[1])
     prediction, _ = process.split_output(output, x)
     x0_hat, eps_hat = process.predict_x0_and_eps(prediction, x, t)
     if x0_clip != "none":
@@ -76,7 +77,7 @@ def distillation_losses(student: Network, teacher: Network, process: GaussianDif
     z_end = teacher_two_steps(teacher, process, z_t, j, table, class_labels, guidance_scale, null_class, x0_clip)
     alpha_bar_t = table.alpha_bar_t.to(x0.device)[j]
     target = distillation_target(z_t, z_end, alpha_bar_t, table.alpha_bar_end.to(x0.device)[j])  # Algorithm 2
-    prediction, _ = process.split_output(student(z_t, t, class_labels), x0)
+    prediction, _ = process.split_output(student(process.network_input(z_t, t), t, class_labels), x0)
     x0_hat, _ = process.predict_x0_and_eps(prediction, z_t, t)
     dtype = torch.float64 if x0.dtype == torch.float64 else torch.float32
     mse = (x0_hat.to(dtype) - target.to(dtype)).pow(2).mean(dim=tuple(range(1, x0.ndim)))
