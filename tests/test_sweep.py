@@ -141,6 +141,27 @@ def test_sweep_end_to_end_resume_and_new_axis_values(base_file, tiny_extractor_f
     assert main(["sweep", str(path), "--out", str(out), "metrics=[fid]"]) == 2
 
 
+def test_a_config_key_added_since_an_arm_was_trained_is_read_as_its_default(base_file, tiny_extractor_file,
+                                                                            tmp_path):
+    """A sweep.json written before a config key existed (here process.sigma_data, added with EDM) still
+    matches an arm that leaves the key at its default (0.5), and is refused when the arm sets another value."""
+    from dreamdata.experiments.runner import SETTINGS_FILE, check_settings
+
+    out = tmp_path / "out"
+    out.mkdir()
+    sweep = load_sweep(write_sweep(tmp_path, base_file, tiny_extractor_file))
+    check_settings(sweep, resolve_arms(sweep, out), out)
+    stored = json.loads((out / SETTINGS_FILE).read_text())
+    for arm in stored["arms"].values():
+        assert arm.pop("process.sigma_data") == 0.5
+    (out / SETTINGS_FILE).write_text(json.dumps(stored))
+    check_settings(sweep, resolve_arms(sweep, out), out)  # no error: the missing key meant the default
+    (out / SETTINGS_FILE).write_text(json.dumps(stored))
+    changed = load_sweep(write_sweep(tmp_path, base_file, tiny_extractor_file), ["process.sigma_data=1.0"])
+    with pytest.raises(ConfigError, match="process.sigma_data=None, now 1.0"):
+        check_settings(changed, resolve_arms(changed, out), out)
+
+
 def test_every_cell_starts_from_the_same_noise(base_file, tiny_extractor_file, tmp_path, cache, monkeypatch):
     """The starting noise of sample k is the same in every cell: captured from the samplers' first state."""
     from dreamdata.sampling import generate as generate_module

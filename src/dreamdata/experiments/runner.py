@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from dreamdata.atomic import write_text_atomic
+from dreamdata.config import RunConfig
 from dreamdata.errors import ConfigError
 from dreamdata.experiments.cells import (
     Arm,
@@ -77,11 +78,13 @@ def check_settings(sweep: SweepConfig, arms: list[Arm], out_dir: Path) -> None:
             if stored["shared"].get(key) != wanted["shared"].get(key):
                 raise ConfigError(f"{path}: {key} was {stored['shared'].get(key)!r} for the finished cells, now "
                                   f"{wanted['shared'].get(key)!r}; use another --out (or delete {out_dir})")
+        defaults = comparable_config(RunConfig())  # what a key added since the arm was trained means there
         for name, config in wanted["arms"].items():
             old = stored.get("arms", {}).get(name)
             if old is None:
                 continue
-            differing = [key for key in sorted(set(old) | set(config)) if old.get(key) != config.get(key)]
+            differing = [key for key in sorted(set(old) | set(config))
+                         if old.get(key, defaults.get(key)) != config.get(key, defaults.get(key))]
             if differing:
                 key = differing[0]
                 raise ConfigError(f"{path}: arm {name!r} was trained with {key}={old.get(key)!r}, now "
