@@ -55,6 +55,23 @@ def _single_thread_torch():
     torch.set_num_threads(previous)
 
 
+def randomised_tiny_unet(num_classes: int = 3) -> torch.nn.Module:
+    """The tiny preset's class-conditional UNet (1 x 8 x 8, ``num_classes`` classes, null class
+    ``num_classes``), untrained, in eval mode, with its zero-initialised layers made random so that its output
+    depends on x, t and the label. Built from torch's global seed 0 (which it leaves set), so every call
+    returns the same weights."""
+    from dreamdata.config import load_config
+    from dreamdata.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network(load_config("tiny").model, 1, 8, num_classes)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            if parameter.abs().max() == 0:
+                parameter.normal_(0.0, 0.1)
+    return net.eval()
+
+
 class TinyFeatures(torch.nn.Module):
     """A stand-in for Inception: 3x299x299 in [-1, 1] -> 24 features (2x2 average pools and their squares)."""
 

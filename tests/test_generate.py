@@ -7,10 +7,9 @@ import math
 
 import pytest
 import torch
+from conftest import randomised_tiny_unet
 
-from dreamdata.config import load_config
 from dreamdata.errors import DreamdataError
-from dreamdata.networks import build_network
 from dreamdata.process import GaussianDiffusion, cosine_betas
 from dreamdata.process.rng import per_sample_noise
 from dreamdata.sampling.generate import (
@@ -31,15 +30,7 @@ BATCH_ROUNDING = 1e-4
 
 @pytest.fixture(scope="module")
 def network():
-    """The tiny preset's class-conditional UNet (1 x 8 x 8, 3 classes), untrained, with its zero-initialised
-    layers made random, so that its output depends on the input, the timestep and the label."""
-    torch.manual_seed(0)
-    net = build_network(load_config("tiny").model, 1, 8, len(CLASS_NAMES))
-    with torch.no_grad():
-        for parameter in net.parameters():
-            if parameter.abs().max() == 0:
-                parameter.normal_(0.0, 0.1)
-    return net.eval()
+    return randomised_tiny_unet(len(CLASS_NAMES))
 
 
 @pytest.fixture(scope="module")

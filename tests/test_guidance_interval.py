@@ -16,7 +16,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import make_pattern_images
+from conftest import make_pattern_images, randomised_tiny_unet
 
 from dreamdata.cli import main
 from dreamdata.config import build_dataclass, load_config
@@ -25,7 +25,6 @@ from dreamdata.errors import ConfigError, DataError
 from dreamdata.experiments.cells import cell_slug, make_cell, resolve_sampling
 from dreamdata.experiments.study.config import StudyConfig, study_from_tree, validate_study
 from dreamdata.experiments.sweep_config import parse_sweep
-from dreamdata.networks import build_network
 from dreamdata.process import GaussianDiffusion, blur_betas, cosine_betas, linear_betas
 from dreamdata.process.blur import GaussianBlurDegradation
 from dreamdata.sampling import COLD_SAMPLERS, SAMPLERS, ddim_sample, ddpm_sample, dpm_solver_pp_2m_sample
@@ -49,15 +48,7 @@ def hand_sigmas(betas: torch.Tensor, timesteps) -> list[float]:
 
 @pytest.fixture(scope="module")
 def network():
-    """The tiny preset's class-conditional UNet (1 x 8 x 8, 3 classes, null class 3), untrained, with its
-    zero-initialised layers made random so that its output depends on x, t and the label."""
-    torch.manual_seed(0)
-    net = build_network(load_config("tiny").model, 1, 8, len(CLASS_NAMES))
-    with torch.no_grad():
-        for parameter in net.parameters():
-            if parameter.abs().max() == 0:
-                parameter.normal_(0.0, 0.1)
-    return net.eval()
+    return randomised_tiny_unet(len(CLASS_NAMES))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Gaussian diffusion (DDPM): the forward process ``q(x_t | x_0)``, its posterior, the reverse step's
-variance, the terms of the variational bound, and the training losses.
+"""Gaussian diffusion (DDPM): the forward process ``q(x_t | x_0)``, its posterior, the network's
+parameterisations and the reverse step's variance, gathered behind one :class:`GaussianDiffusion`.
 
 Implements the :class:`dreamdata.process.base.Process` protocol. The network may be trained to predict the
 noise ``epsilon`` (Ho et al. 2020), the clean image ``x0``, the velocity ``v`` (Salimans & Ho 2022), or the
@@ -12,43 +12,32 @@ raw output ``F`` of EDM's preconditioned denoiser (``edm``, Karras et al. 2022, 
 separates them. Training draws ``t`` uniformly or, with ``timestep_distribution="lognormal"``, from EDM's
 log-normal noise levels (:mod:`dreamdata.process.lognormal`).
 
-The variational bound (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021, eq. 4-7), per image and in bits per
-dimension:
+The process's other jobs live in their own modules, which its methods call: the terms of the variational
+bound (:meth:`GaussianDiffusion.prior_kl` ``= L_T``, :meth:`GaussianDiffusion.vlb_term`;
+:mod:`dreamdata.process.variational_bound`), the weighting of the MSE (``loss_weighting``;
+:mod:`dreamdata.process.loss_weighting`) and the training losses ``simple`` / ``vlb`` / ``hybrid``
+(``loss``; :mod:`dreamdata.process.gaussian_losses`).
 
-    L_vlb = L_0 + L_1 + ... + L_{T-1} + L_T                        (iDDPM eq. 4)
-    L_0     = -log p_theta(x_0 | x_1), a discretized decoder         (iDDPM eq. 5; Ho et al. eq. 13)
-    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))    (iDDPM eq. 6)
-    L_T     = KL(q(x_T | x_0) || N(0, I))                            (iDDPM eq. 7)
-
-(:meth:`GaussianDiffusion.prior_kl` is ``L_T``, :meth:`GaussianDiffusion.vlb_term` the others.)
-
-In index terms (see :mod:`dreamdata.process.base`) the term at index ``t >= 1`` is the paper's ``L_t`` and
-the one at index 0 the decoder ``L_0``. Training losses (``loss``): ``simple`` (L_simple, Ho et al. eq. 14,
-weighted by ``loss_weighting``), ``vlb`` (``T L_t`` at a uniform or importance-sampled ``t``: an unbiased
-estimate of ``L_vlb - L_T``) and ``hybrid`` (``L_simple + lambda L_vlb`` with the mean frozen inside
-``L_vlb``, Nichol & Dhariwal 2021, eq. 16 and sec. 3.1).
-
-Devices and precision: the schedule is kept once in float64 on the CPU (:attr:`GaussianDiffusion.schedule`).
-Whenever a method needs per-timestep values next to an image ``x`` it takes them from a small cache of copies
-keyed by ``(x.device, dtype)``, built on first use - so one process object serves CPU and GPU tensors
-without a ``.to(device)`` call. The copies are float32, except float64 when ``x`` itself is float64 (useful
-for exact checks); results keep ``x``'s dtype unless ``x`` is half precision, in which case torch's type
-promotion returns float32.
+Devices and precision: the schedule is kept once in float64 on the CPU (:attr:`GaussianDiffusion.schedule`);
+per-timestep values next to an image ``x`` come from cached float32 copies on ``x``'s device (float64 when
+``x`` is), see :mod:`dreamdata.process.table_cache`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 
 from dreamdata.config import ProcessConfig
+from dreamdata.process import variational_bound
 from dreamdata.process.base import Network
 from dreamdata.process.edm import EDMTables, edm_sigma, edm_tables
+from dreamdata.process.gaussian_losses import LOSSES, TrainingLossTerms, training_loss_terms
 from dreamdata.process.importance import LossSecondMomentSampler
-from dreamdata.process.likelihood import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
 from dreamdata.process.lognormal import lognormal_timesteps, nearest_log_sigma_boundaries
+from dreamdata.process.loss_weighting import LOSS_WEIGHTINGS, min_snr_weight
 from dreamdata.process.rng import randint, randn_like
 from dreamdata.process.schedules import (
     FLOAT32_TINY,
@@ -57,33 +46,14 @@ from dreamdata.process.schedules import (
     check_terminal_alpha_bar,
     derive_schedule,
 )
+from dreamdata.process.table_cache import TableCache
 from dreamdata.process.variance import VARIANCES, learned_range_log_variance
 
 __all__ = ["GaussianDiffusion", "LOSSES", "LOSS_WEIGHTINGS", "PREDICTIONS", "TIMESTEP_DISTRIBUTIONS",
            "TrainingLossTerms", "VARIANCES"]
 
 PREDICTIONS = ("epsilon", "x0", "v", "edm")
-LOSS_WEIGHTINGS = ("simple", "min_snr")
-LOSSES = ("simple", "vlb", "hybrid")
 TIMESTEP_DISTRIBUTIONS = ("uniform", "lognormal")
-
-
-class TrainingLossTerms(NamedTuple):
-    """What :meth:`GaussianDiffusion.training_loss_terms` computed for one batch (each ``[B]``, float32)."""
-
-    t: torch.Tensor  # the timesteps used (long)
-    loss: torch.Tensor  # the training loss, importance-weighted when t was importance-sampled
-    vlb: Optional[torch.Tensor]  # L_t in bits/dim (None for loss "simple"), unweighted: what the sampler records
-
-
-def _extract(values: torch.Tensor, t: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Gather ``values[t]`` and shape it ``[B, 1, ..., 1]`` (``ndim`` dims) to broadcast against ``[B, ...]``.
-
-    A 0-dim ``t`` (one timestep for the whole batch) gives ``[1, ..., 1]``.
-    """
-    picked = values[t]
-    batch = picked.shape[0] if picked.ndim > 0 else 1
-    return picked.reshape(batch, *([1] * (ndim - 1)))
 
 
 class GaussianDiffusion:
@@ -100,7 +70,7 @@ class GaussianDiffusion:
         variance: the reverse step's variance - ``"fixed_small"`` (``beta_tilde``), ``"fixed_large"``
             (``beta``) or ``"learned_range"`` (Nichol & Dhariwal 2021, eq. 15; the network outputs ``2 C``
             channels). See :mod:`dreamdata.process.variance`.
-        loss: ``"simple"``, ``"vlb"`` or ``"hybrid"`` (see the module docstring).
+        loss: ``"simple"``, ``"vlb"`` or ``"hybrid"`` (see :mod:`dreamdata.process.gaussian_losses`).
         vlb_weight: ``lambda`` of the hybrid loss (Nichol & Dhariwal 2021, eq. 16: 0.001).
         importance_sampling: draw ``t`` with ``p_t ∝ sqrt(E[L_t^2])`` (loss ``"vlb"`` only; Nichol & Dhariwal
             2021, sec. 3.3); the history lives in :attr:`timestep_sampler`.
@@ -176,8 +146,8 @@ class GaussianDiffusion:
         # the only state a process has: the L_t history of importance sampling (checkpointed by the trainer)
         self.timestep_sampler: Optional[LossSecondMomentSampler] = (
             LossSecondMomentSampler(self.num_steps) if importance_sampling else None)
-        self._tables: dict[tuple[torch.device, torch.dtype], ScheduleTensors] = {}
-        self._edm_tables: dict[tuple[torch.device, torch.dtype], EDMTables] = {}
+        self._tables: TableCache[ScheduleTensors] = TableCache(self.schedule)
+        self._edm_tables: Optional[TableCache[EDMTables]] = TableCache(self.edm) if self.edm is not None else None
         self._boundaries: dict[torch.device, torch.Tensor] = {}  # float32 copies of log_sigma_boundaries
 
     @classmethod
@@ -215,24 +185,15 @@ class GaussianDiffusion:
 
     def tables(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> ScheduleTensors:
         """The schedule on ``device`` in ``dtype`` (cached; float64 CPU master in :attr:`schedule`)."""
-        key = (torch.device(device), dtype)
-        if key not in self._tables:
-            self._tables[key] = self.schedule.to(device=key[0], dtype=dtype)
-        return self._tables[key]
+        return self._tables.on(device, dtype)
 
     def _coef(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``schedule.<name>[t]`` on ``x``'s device, shaped to broadcast against ``x``."""
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        values = getattr(self.tables(x.device, dtype), name)
-        return _extract(values, torch.as_tensor(t, device=x.device), x.ndim)
+        return self._tables.at(name, t, x)
 
     def _edm_coef(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``edm.<name>[t]`` (:class:`~dreamdata.process.edm.EDMTables`) next to ``x``, as :meth:`_coef`."""
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        key = (x.device, dtype)
-        if key not in self._edm_tables:
-            self._edm_tables[key] = self.edm.to(device=x.device, dtype=dtype)
-        return _extract(getattr(self._edm_tables[key], name), torch.as_tensor(t, device=x.device), x.ndim)
+        return self._edm_tables.at(name, t, x)
 
     # -- forward process --------------------------------------------------------------------------
 
@@ -364,64 +325,31 @@ class GaussianDiffusion:
                                           log_beta_tilde)  # Nichol & Dhariwal 2021, eq. 15
 
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
-        """``L_T = KL(q(x_T | x_0) || N(0, I))`` per image ``[B]``, in bits/dim (Ho et al. 2020, eq. 5;
-        Nichol & Dhariwal 2021, eq. 7).
-
-        Has no parameters; small when ``alpha_bar_T`` is ~0, and the part of the bound a schedule that
-        ends short of pure noise pays for it.
-        """
-        t = torch.full((x0.shape[0],), self.num_steps - 1, device=x0.device, dtype=torch.long)
-        mean, _, log_variance = self.q_mean_variance(x0, t)  # Ho et al. 2020, eq. 4
-        kl = normal_kl(mean, log_variance, torch.zeros_like(mean), torch.zeros_like(log_variance))
-        return _bits_per_dim(kl)
+        """``L_T = KL(q(x_T | x_0) || N(0, I))`` per image ``[B]``, in bits/dim (Nichol & Dhariwal 2021, eq. 7):
+        :func:`dreamdata.process.variational_bound.prior_kl`."""
+        return variational_bound.prior_kl(self, x0)
 
     def vlb_term(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, x0_hat: torch.Tensor,
                  log_variance: torch.Tensor, *, discretized: bool = True) -> torch.Tensor:
-        """The bound's term at index ``t`` per image ``[B]``, in bits/dim, for the model
-        ``p_theta(x_{t-1} | x_t) = N(mu_tilde(x_t, x0_hat), exp(log_variance))``.
-
-        * ``t >= 1``: ``L_t = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t))``, a KL between Gaussians
-          (Ho et al. 2020, eq. 5; Nichol & Dhariwal 2021, eq. 6);
-        * ``t = 0``: ``L_0 = -log p_theta(x_0 | x_1)``, the discretized Gaussian decoder over 256 bins (Ho et
-          al. 2020, eq. 13; Nichol & Dhariwal 2021, eq. 5), or with ``discretized=False`` the continuous
-          Gaussian density (for continuous data, e.g. analytic checks).
-
-        The model's mean is the posterior mean at ``x0_hat`` (Ho et al. 2020, eq. 7), which is how every
-        parameterisation defines ``mu_theta``; at index 0 that mean is ``x0_hat`` itself.
-        """
-        true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)  # Ho et al. 2020, eq. 6-7
-        model_mean, _, _ = self.q_posterior(x0_hat, x_t, t)  # Ho et al. 2020, eq. 7 at x0_hat
-        kl = _bits_per_dim(normal_kl(true_mean, true_log_variance, model_mean, log_variance))  # eq. 6
-        likelihood = discretized_gaussian_log_likelihood if discretized else gaussian_log_likelihood
-        decoder_nll = _bits_per_dim(-likelihood(x0, model_mean, 0.5 * log_variance))  # iDDPM eq. 5
-        return torch.where(torch.as_tensor(t, device=x0.device) == 0, decoder_nll, kl)
+        """The bound's term at index ``t`` per image ``[B]``, in bits/dim - ``L_t`` for ``t >= 1``, the decoder
+        ``L_0`` at 0 (Nichol & Dhariwal 2021, eq. 5-6) - for the model ``p_theta(x_{t-1} | x_t) =
+        N(mu_tilde(x_t, x0_hat), exp(log_variance))``: :func:`dreamdata.process.variational_bound.vlb_term`."""
+        return variational_bound.vlb_term(self, x0, x_t, t, x0_hat, log_variance, discretized=discretized)
 
     # -- training ---------------------------------------------------------------------------------
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-example float32 loss weight ``[B]`` on ``t``'s device.
-
-        ``simple``: 1 (Ho et al. 2020, eq. 14). For ``edm`` this *is* EDM's weighting: ``λ(σ) ||D - x0||² =
-        λ(σ) c_out(σ)² ||F - target||²`` and ``λ(σ) c_out(σ)² = 1`` (Karras et al. 2022, eq. 8 and Table 1),
-        so the MSE on ``F`` is unweighted. ``min_snr``: the Min-SNR-gamma weight (Hang et al. 2023,
-        sec. 3.4) expressed for the network's parameterisation - with ``snr = alpha_bar / (1 - alpha_bar)``:
-        ``min(snr, gamma) / snr`` for epsilon, ``min(snr, gamma)`` for x0, ``min(snr, gamma) / (snr + 1)``
-        for v, ``min(snr, gamma) c_out²`` for edm. Each equals ``min(snr, gamma)`` times the x0-space MSE.
+        """Per-example float32 loss weight ``[B]`` on ``t``'s device, per :attr:`loss_weighting`: 1 for
+        ``simple`` (Ho et al. 2020, eq. 14; for ``edm`` EDM's own ``λ(σ)``), Min-SNR-gamma for ``min_snr``
+        (Hang et al. 2023, sec. 3.4). See :mod:`dreamdata.process.loss_weighting`.
         """
         t = torch.as_tensor(t)
         if self.loss_weighting == "simple":
             # edm: EDM's λ(σ) c_out(σ)² = 1 (eq. 8, Table 1), so its loss is this unweighted MSE on F too
             return torch.ones(t.shape, device=t.device, dtype=torch.float32)
         snr = self.tables(t.device).snr[t]
-        clipped = snr.clamp(max=self.min_snr_gamma)  # Hang et al. 2023, sec. 3.4 (min(SNR, gamma))
-        if self.prediction == "epsilon":
-            return clipped / snr  # Hang et al. 2023, sec. 3.4 (epsilon: min(SNR, gamma) / SNR)
-        if self.prediction == "x0":
-            return clipped  # Hang et al. 2023, sec. 3.4 (x0: min(SNR, gamma))
-        if self.prediction == "edm":
-            c_out = self.edm.c_out.to(t.device, torch.float32)[t]
-            return clipped * c_out ** 2  # ||D - x0||² = c_out² ||F - target||²
-        return clipped / (snr + 1.0)  # Hang et al. 2023, sec. 3.4 (v: min(SNR, gamma) / (SNR + 1))
+        c_out = self.edm.c_out.to(t.device, torch.float32)[t] if self.prediction == "edm" else None
+        return min_snr_weight(snr, self.min_snr_gamma, self.prediction, c_out)  # Hang et al. 2023, sec. 3.4
 
     def sample_timesteps(self, batch_size: int, device: torch.device | str,
                          generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -442,16 +370,13 @@ class GaussianDiffusion:
     def training_losses(self, network: Network, x0: torch.Tensor, class_labels: Optional[torch.Tensor],
                         generator: Optional[torch.Generator] = None, *, t: Optional[torch.Tensor] = None,
                         noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Per-example training loss ``[B]`` (float32) of ``network`` on ``x0``, per :attr:`loss`.
-
-        ``simple``: the weighted MSE between ``network(network_input(x_t, t), t, labels)`` (its prediction
-        channels) and the target. ``vlb`` / ``hybrid``: see the module docstring and :meth:`training_loss_terms`.
+        """Per-example training loss ``[B]`` (float32) of ``network`` on ``x0``, per :attr:`loss` (``simple``,
+        ``vlb`` or ``hybrid``: :func:`dreamdata.process.gaussian_losses.training_loss_terms`).
 
         Draws ``t`` first and then ``noise`` from ``generator`` (torch's global RNG when ``None``), in that
         order, so a caller holding a copy of the generator can reproduce both. ``t`` and ``noise`` may also
         be given explicitly (e.g. a fixed-timestep validation loss); given ones are not drawn, and a given
-        ``t`` is never importance-weighted. The MSE is averaged over all non-batch dimensions and computed
-        in float32 even under autocast.
+        ``t`` is never importance-weighted.
         """
         return self.training_loss_terms(network, x0, class_labels, generator, t=t, noise=noise).loss
 
@@ -459,48 +384,6 @@ class GaussianDiffusion:
                             generator: Optional[torch.Generator] = None, *, t: Optional[torch.Tensor] = None,
                             noise: Optional[torch.Tensor] = None) -> TrainingLossTerms:
         """:meth:`training_losses` with what the trainer needs besides the loss: ``t`` and the unweighted
-        ``L_t`` that importance sampling records (:attr:`timestep_sampler`).
-
-        ``vlb``: ``T L_t`` in bits/dim (an unbiased estimate of ``L_0 + ... + L_{T-1}`` for uniform ``t``),
-        times ``1 / (T p_t)`` when ``t`` is importance-sampled. ``hybrid``: ``L_simple + lambda T L_t`` with
-        ``x0_hat`` (hence the mean) detached inside ``L_t``, so the bound trains only the variance
-        (Nichol & Dhariwal 2021, sec. 3.1: ``L_simple`` is the mean's objective). ``T L_t`` is the paper's
-        one-sample estimate of ``L_vlb``, so ``lambda = 0.001`` weighs it as their eq. 16 does.
-        """
-        batch = x0.shape[0]
-        importance_weights = None
-        if t is None:
-            if self.timestep_sampler is not None:
-                t, importance_weights = self.timestep_sampler.sample(batch, x0.device, generator)
-            else:
-                t = self.sample_timesteps(batch, x0.device, generator)
-        if noise is None:
-            noise = randn_like(x0, generator)
-        x_t = self.q_sample(x0, t, noise)
-        prediction, variance_output = self.split_output(network(self.network_input(x_t, t), t, class_labels), x0)
-        if self.loss == "simple":
-            return TrainingLossTerms(t, self._weighted_mse(prediction, x0, noise, t), None)
-        prediction, x0_f, x_t_f = prediction.float(), x0.float(), x_t.float()
-        if variance_output is not None:
-            variance_output = variance_output.float()
-        frozen = prediction.detach() if self.loss == "hybrid" else prediction  # Nichol & Dhariwal 2021, sec. 3.1
-        x0_hat, _ = self.predict_x0_and_eps(frozen, x_t_f, t)
-        vlb = self.vlb_term(x0_f, x_t_f, t, x0_hat, self.log_variance(t, x_t_f, variance_output))
-        estimate = self.num_steps * vlb  # one-sample estimate of L_0 + ... + L_{T-1}
-        if self.loss == "vlb":
-            loss = estimate if importance_weights is None else estimate * importance_weights
-        else:
-            loss = self._weighted_mse(prediction, x0, noise, t) + self.vlb_weight * estimate  # iDDPM eq. 16
-        return TrainingLossTerms(t, loss, vlb.detach())
-
-    def _weighted_mse(self, prediction: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
-                      ) -> torch.Tensor:
-        """L_simple per example (Ho et al. 2020, eq. 14), weighted by :meth:`loss_weight`, float32."""
-        target = self.training_target(x0, noise, t)
-        mse = (prediction.float() - target.float()).pow(2).mean(dim=tuple(range(1, x0.ndim)))
-        return mse * self.loss_weight(t).to(mse.device)
-
-
-def _bits_per_dim(nats: torch.Tensor) -> torch.Tensor:
-    """Per-image mean over the non-batch dimensions of elementwise nats, in bits (``/ ln 2``): bits/dim."""
-    return nats.mean(dim=tuple(range(1, nats.ndim))) / math.log(2.0)
+        ``L_t`` that importance sampling records (:attr:`timestep_sampler`); see
+        :func:`dreamdata.process.gaussian_losses.training_loss_terms`."""
+        return training_loss_terms(self, network, x0, class_labels, generator, t=t, noise=noise)

@@ -21,7 +21,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -31,6 +31,9 @@ from dreamdata.config import RunConfig, config_from_dict, load_yaml
 from dreamdata.errors import CheckpointError
 from dreamdata.finite_json import dumps as finite_dumps
 from dreamdata.finite_json import restore as restore_nonfinite
+
+if TYPE_CHECKING:
+    from dreamdata.data import ImageData
 
 CONFIG_FILE = "config.yaml"
 VERSION_FILE = "version.json"
@@ -125,6 +128,12 @@ def code_version() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         pass  # not a git checkout (installed package): versions above still identify the code
     return info
+
+
+def data_description(train: ImageData, val: ImageData) -> dict:
+    """What ``data.json`` (and a checkpoint's ``data`` metadata) records of a run's training data."""
+    return {"class_names": train.class_names, "channels": train.channels, "image_size": train.image_size,
+            "num_train": len(train), "num_val": len(val), "source": train.source}
 
 
 def write_run_files(run_dir: Path, config: RunConfig, data_info: dict[str, Any]) -> None:

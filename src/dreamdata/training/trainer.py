@@ -6,9 +6,10 @@ on the CPU):
 * batches are addressed by the global step (:class:`dreamdata.data.BatchStream`), so no data-loader
   state needs saving;
 * the global torch RNG (noise, timesteps, label dropout, dropout) is saved and restored with each
-  checkpoint, and nothing besides the training step draws from it - validation and preview sampling use
-  their own seeded generators;
-* the running loss window, the EMA and the optimizer/LR-scheduler state are checkpointed too;
+  checkpoint, and nothing besides the training step draws from it - validation
+  (:mod:`dreamdata.training.monitoring`) and preview sampling use their own seeded generators;
+* the running loss window, the EMA and the optimizer/LR-scheduler state are checkpointed too (what a
+  checkpoint's state holds, and how a resume restores it: :mod:`dreamdata.training.trainer_state`);
 * Ctrl-C (SIGINT) only sets a flag; the loop stops at the next step boundary and checkpoints there, so
   an interrupted run resumes as exactly as one killed after a periodic checkpoint.
 
@@ -20,7 +21,6 @@ Non-finite weights are never written as a checkpoint, so the last good one stays
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,22 +30,26 @@ import torch
 from tqdm import tqdm
 
 from dreamdata.atomic import remove_stale_temporaries
-from dreamdata.config import RunConfig, config_json
-from dreamdata.data import BatchStream, ImageData, describe_hflip, load_dataset, resolve_hflip, split_validation
+from dreamdata.config import RunConfig
+from dreamdata.data import BatchStream, describe_hflip, load_dataset, resolve_hflip, split_validation
 from dreamdata.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from dreamdata.networks import describe_network
 from dreamdata.process import build_process
 from dreamdata.sampling.blur_prior import prior_for_run, start_sampler
 from dreamdata.sampling.preview import write_class_grid
-from dreamdata.training import checkpoint as ckpt
 from dreamdata.training import run_dir as rd
 from dreamdata.training.distributed import (DistributedContext, all_reduce_sum, broadcast_flag,
-                                            check_replicas_identical, gather_objects, init_distributed,
-                                            shutdown_distributed)
+                                            check_replicas_identical, init_distributed, shutdown_distributed)
 from dreamdata.training.interrupt import interrupt_at_step_boundary
+from dreamdata.training.monitoring import evaluation_summary, record_metrics, validation_loss, validation_losses
 from dreamdata.training.objectives import build_networks, build_objective
+from dreamdata.training.run_dir import data_description
+from dreamdata.training.setup import resolve_device, total_steps_for_budget
 from dreamdata.training.tensorboard import open_logger, require_tensorboard
-from dreamdata.training.setup import capture_rng_state, resolve_device, restore_rng_state, total_steps_for_budget
+from dreamdata.training.trainer_state import restore_trainer_state, save_trainer_state
+
+# data_description (from run_dir) and validation_loss (from monitoring) are re-exported for existing callers
+__all__ = ["TrainResult", "Trainer", "data_description", "train", "validation_loss"]
 
 
 @dataclass
@@ -53,32 +57,6 @@ class TrainResult:
     run_dir: Optional[Path]
     step: int
     losses: list[float] = field(default_factory=list)
-
-
-def data_description(train: ImageData, val: ImageData) -> dict:
-    return {"class_names": train.class_names, "channels": train.channels, "image_size": train.image_size,
-            "num_train": len(train), "num_val": len(val), "source": train.source}
-
-
-@torch.no_grad()
-def validation_loss(objective, network, val: ImageData, batch_size: int, batches: int, device: torch.device,
-                    seed: int) -> Optional[float]:
-    """Mean held-out loss of ``network`` under ``objective`` on the first ``batches`` held-out batches, with
-    fixed noise (comparable across steps)."""
-    if len(val) == 0:
-        return None
-    generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = network.training
-    network.eval()
-    total, count = 0.0, 0
-    for start in range(0, min(len(val), batch_size * batches), batch_size):
-        images = val.images[start:start + batch_size].to(device).float().div(127.5).sub(1.0)
-        labels = val.labels[start:start + batch_size].to(device)
-        losses = objective.validation_losses(network, images, labels, generator)
-        total += float(losses.float().sum())
-        count += images.shape[0]
-    network.train(was_training)
-    return total / count
 
 
 class Trainer:
@@ -203,11 +181,7 @@ class Trainer:
             f"{self.run_dir}: training stopped at step {self.step}: {reason}; nothing non-finite was saved and "
             f"{last} (train.lr={self.config.train.lr:g}: try a lower one, or check the data)")
 
-    # -- checkpoints -------------------------------------------------------------------------------
-    def _metadata(self) -> dict[str, str]:
-        return {"config": config_json(self.config),
-                "data": json.dumps(data_description(self.train_data, self.val_data))}
-
+    # -- checkpoints (their state: dreamdata.training.trainer_state) -------------------------------
     def save(self) -> None:
         """Checkpoint the run. Collective under DDP: every rank calls it at the same steps.
 
@@ -224,48 +198,14 @@ class Trainer:
                            f"{self.last_checkpoint.name if self.last_checkpoint else '(none yet)'}")
             return
         self.saved_step = self.step
-        # each rank's own random stream and loss window, so a resume continues every rank exactly
-        per_rank = gather_objects({"rng": capture_rng_state(self.device),
-                                   "window_loss": self.window_loss.detach().cpu()}, self.context)
-        if not self.context.is_main or self.run_dir is None:
+        written = save_trainer_state(self)
+        if written is None:  # not rank 0, or no run directory
             return
-        state = {"step": self.step, "elapsed": self.elapsed, **self.objective.optimizer_state(),
-                 "ema_updates": self.ema.num_updates,
-                 "per_rank": per_rank, "window_steps": self.window_steps, "world_size": self.context.world_size,
-                 "window_skipped": self.window_skipped, "bad_in_a_row": self.bad_in_a_row}
-        self.last_checkpoint = ckpt.save_checkpoint(self.run_dir, self.step, self.network,
-                                                    self.objective.sampling_network(), state,
-                                                    self._metadata(), keep=self.config.train.keep_checkpoints)
+        self.last_checkpoint = written
         self._record_config()
 
     def _restore(self) -> None:
-        loaded = ckpt.load_latest(self.run_dir, device=self.device, with_state=True,
-                                  report=self.context.is_main)
-        if loaded is None:
-            raise CheckpointError(f"{self.run_dir}: no checkpoint to resume from yet")
-        weights_path, weights, state = loaded.path, loaded.weights, loaded.state
-        if state.get("distill"):
-            raise CheckpointError(f"{self.run_dir}: is a distillation run (dreamdata distill), not a training run; "
-                                  "re-run its `dreamdata distill` command to continue it")
-        ckpt.load_into(self.network, weights.model, weights_path)
-        ckpt.load_into(self.ema.module, weights.ema, weights_path)
-        if state.get("world_size", 1) != self.context.world_size:
-            raise CheckpointError(f"{weights_path}: saved by {state.get('world_size')} processes, resumed with "
-                                  f"{self.context.world_size}; per-rank RNG streams would not continue exactly")
-        self.objective.load_optimizer_state(state, self.config)
-        self.ema.num_updates = state["ema_updates"]
-        self.step, self.elapsed = state["step"], state["elapsed"]
-        self.saved_step = self.step
-        mine = state["per_rank"][self.context.rank]
-        # a scalar in checkpoints older than the GAN objective (one loss then)
-        self.window_loss = mine["window_loss"].to(self.device).reshape(len(self.objective.loss_names))
-        self.window_steps = state["window_steps"]
-        self.window_skipped = state.get("window_skipped", 0)
-        self.bad_in_a_row = state.get("bad_in_a_row", 0)
-        self.last_checkpoint = weights_path
-        restore_rng_state(mine["rng"], self.device)
-        if self.context.is_main:
-            rd.truncate_metrics(self.run_dir, self.step)
+        restore_trainer_state(self)
 
     # -- the loop ----------------------------------------------------------------------------------
     def _budget_spent(self) -> bool:
@@ -303,35 +243,19 @@ class Trainer:
         self.window_loss.zero_()
         self.window_steps = 0
         self.window_skipped = 0
-        if self.context.is_main and self.run_dir is not None:
-            rd.log_metrics(self.run_dir, record)
-        if self.tensorboard is not None:
-            self.tensorboard.log_record(record)
+        record_metrics(record, self.run_dir if self.context.is_main else None, self.tensorboard)
         return record
 
     def _validate(self) -> dict:
-        tc = self.config.train
-        seed = tc.seed + 12345
-        result = {}
-        for key, network in self.objective.validation_networks().items():
-            value = validation_loss(self.objective, network, self.val_data, tc.batch_size, tc.val_batches,
-                                    self.device, seed)
-            if value is not None:
-                result[key] = value
-        return result
+        return validation_losses(self.objective, self.val_data, self.config.train, self.device)
 
     def _evaluate(self) -> None:
         """Sample-quality metrics of the EMA weights, logged as their own metrics.jsonl line (rank 0 works,
         the other ranks wait)."""
         if self.evaluator is not None:
             record = {"step": self.step, **self.evaluator(self.objective.sampling_network(), self.process)}
-            if self.run_dir is not None:
-                rd.log_metrics(self.run_dir, record)
-            if self.tensorboard is not None:
-                self.tensorboard.log_record(record)
-            shown = ", ".join(f"{key[5:]} {value:.4g}" for key, value in record.items()
-                              if key.startswith("eval_") and key not in ("eval_n", "eval_seconds"))
-            tqdm.write(f"step {self.step}: {shown} (N={record['eval_n']}, {record['eval_seconds']:.0f} s)")
+            record_metrics(record, self.run_dir, self.tensorboard)
+            tqdm.write(f"step {self.step}: {evaluation_summary(record)}")
         if self.context.enabled:
             torch.distributed.barrier()
 
