@@ -169,7 +169,7 @@ def test_gan_class_interpolation_end_frames_are_the_two_classes(gan_run, tmp_pat
     # `sample --class A` draws its first image with the code of global index A; `--class B` with index B,
     # so compare against the generator directly with the interpolation's code (that of class A's index)
     from dreamdata.process.rng import per_sample_noise
-    from dreamdata.sampling.generate import to_uint8
+    from dreamdata.sampling.saving import to_uint8
     from dreamdata.training.pretrained import load_trained
 
     model = load_trained(gan_run)

@@ -17,9 +17,9 @@ from dreamdata.sampling.generate import (
     TrajectoryRecorder,
     generate,
     resolve_classes,
-    to_uint8,
 )
 from dreamdata.sampling.interpolate import interpolate_classes, interpolate_seeds, slerp, slerp_path
+from dreamdata.sampling.saving import to_uint8
 
 CLASS_NAMES = ["hstripes", "vstripes", "square"]
 
@@ -234,7 +234,7 @@ def test_grid_preview_caps_columns_but_every_sample_is_written(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from dreamdata.sampling.generate import MAX_GRID_COLUMNS, write_samples
+    from dreamdata.sampling.saving import MAX_GRID_COLUMNS, write_samples
 
     images = torch.rand(40, 1, 4, 4) * 2 - 1
     write_samples(tmp_path / "u", images, None, [], per_row=40)

@@ -42,14 +42,8 @@ def add_interpolate(subparsers) -> None:
 
 
 def _run_interpolate(args) -> int:
-    from dreamdata.sampling.generate import (
-        check_finite,
-        model_source,
-        resolve_classes,
-        sampling_timesteps,
-        uint8_grid,
-        write_png,
-    )
+    from dreamdata.sampling.generate import check_finite, model_source, resolve_classes, sampling_timesteps
+    from dreamdata.sampling.saving import uint8_grid, write_png
     from dreamdata.sampling.interpolate import interpolate_classes, interpolate_seeds
 
     check_positive(steps=args.steps)
@@ -124,7 +118,8 @@ def _run_interpolate(args) -> int:
 
 def _write_gan_strip(args, model, generator, class_a, class_b, seed2: int, index: int, device) -> int:
     """A GAN run's strip: latent codes of two seeds (slerp/linear), or one code from class A to class B."""
-    from dreamdata.sampling.generate import check_finite, model_source, uint8_grid, write_png
+    from dreamdata.sampling.generate import check_finite, model_source
+    from dreamdata.sampling.saving import uint8_grid, write_png
     from dreamdata.sampling.interpolate import interpolate_generator_classes, interpolate_latents
 
     if class_b is not None:

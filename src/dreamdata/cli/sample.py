@@ -125,10 +125,8 @@ def _run_sample(args) -> int:
         model_source,
         resolve_classes,
         sampling_timesteps,
-        uint8_grid,
-        write_png,
-        write_samples,
     )
+    from dreamdata.sampling.saving import uint8_grid, write_png, write_samples
     from dreamdata.sampling.from_run import (check_guidance_interval_fits, check_sampler, distilled_sampling,
                                              load_for_sampling, refuse_for_gan, sampler_and_steps,
                                              start_distribution)
@@ -247,7 +245,8 @@ def _run_restore(args, model, device) -> int:
     from dreamdata.atomic import atomic_path, write_text_atomic
     from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.data import load_dataset
-    from dreamdata.sampling.generate import check_finite, model_source, to_uint8, uint8_grid, write_png
+    from dreamdata.sampling.generate import check_finite, model_source
+    from dreamdata.sampling.saving import to_uint8, uint8_grid, write_png
     from dreamdata.sampling.restore import degrade_and_restore, restoration_scores
 
     check_positive(from_test=args.from_test)

@@ -21,7 +21,7 @@ from dreamdata.data.sources import load_npz
 from dreamdata.dream.manifest import MANIFEST, read_manifest
 from dreamdata.dream.writer import DATASET_NPZ
 from dreamdata.errors import DataError
-from dreamdata.sampling.generate import class_directory_names
+from dreamdata.sampling.saving import class_directory_names
 
 
 def _read(path: Path, expect_checkpoint_sha256: str | None) -> tuple[ImageData, list[str], dict | None]:

@@ -37,15 +37,8 @@ from dreamdata.atomic import atomic_path, remove_stale_temporaries
 from dreamdata.dream.manifest import MANIFEST, DreamSpec, check_resumable, grows, write_manifest
 from dreamdata.dream.workers import Layout, choose_layout, dream_in_processes
 from dreamdata.errors import DataError
-from dreamdata.sampling.generate import (
-    NonFiniteSamplesError,
-    class_directory_names,
-    generate,
-    model_source,
-    to_uint8,
-    uint8_grid,
-    write_png,
-)
+from dreamdata.sampling.generate import NonFiniteSamplesError, generate, model_source
+from dreamdata.sampling.saving import class_directory_names, to_uint8, uint8_grid, write_png
 from dreamdata.training.distributed import DistributedContext
 
 CHUNK_DIR = ".chunks"  # hidden, so an image-folder loader does not take it for a class

@@ -6,7 +6,8 @@ from typing import Optional
 
 import torch
 
-from dreamdata.sampling.generate import generate, to_uint8
+from dreamdata.sampling.generate import generate
+from dreamdata.sampling.saving import to_uint8
 from dreamdata.evaluation.suite import ImageSet
 
 __all__ = ["balanced_labels", "sample_for_evaluation"]

@@ -98,7 +98,8 @@ class CellScorer:
         from dreamdata.evaluation.generated import balanced_labels
         from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images
         from dreamdata.sampling.from_run import distilled_sampling, start_distribution
-        from dreamdata.sampling.generate import TrajectoryRecorder, generate, network_evaluations_per_sample, to_uint8
+        from dreamdata.sampling.generate import TrajectoryRecorder, generate, network_evaluations_per_sample
+        from dreamdata.sampling.saving import to_uint8
         from dreamdata.training.pretrained import load_trained
 
         from dreamdata.training.run_dir import read_metrics
