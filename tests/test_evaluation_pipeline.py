@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from dreamdata.cli import main
@@ -27,6 +28,31 @@ class CountingExtractor:
         self.calls += 1
         return ImageFeatures(images.float().mean(dim=(2, 3)).repeat(1, 4) + torch.arange(4.0).repeat_interleave(
             images.shape[1]))
+
+
+def frechet_distance_by_hand(reference_images: torch.Tensor, sample_images: torch.Tensor) -> float:
+    """FID recomputed independently of dreamdata's metrics: the tiny extractor's network (TinyFeatures) on the
+    TF-FID input of each uint8 set, then ||mu_r - mu_s||^2 + Tr(S_r + S_s - 2 sqrtm(S_r S_s)) with numpy's
+    unbiased covariances and scipy's matrix square root (Heusel et al. 2017, eq. 6)."""
+    with torch.no_grad():
+        features = [TinyFeatures()(inception_input(images)).double().numpy()
+                    for images in (reference_images, sample_images)]
+    (mean_r, cov_r), (mean_s, cov_s) = [(f.mean(0), np.cov(f, rowvar=False)) for f in features]
+    return float(((mean_r - mean_s) ** 2).sum()
+                 + np.trace(cov_r + cov_s - 2 * scipy.linalg.sqrtm(cov_r @ cov_s).real))
+
+
+class RecordingEvaluation:
+    """Wraps ``evaluate_images`` to keep the uint8 images of the two sets each call compared, so a test can
+    recompute their FID by hand."""
+
+    def __init__(self, evaluate_images):
+        self.evaluate_images = evaluate_images
+        self.compared: list[tuple[torch.Tensor, torch.Tensor]] = []  # (samples, reference) per call
+
+    def __call__(self, samples, reference, extractor, options=None):
+        self.compared.append((samples.images.clone(), reference.images.clone()))
+        return self.evaluate_images(samples, reference, extractor, options)
 
 
 def pattern_set(per_class: int, seed: int, source: str) -> ImageSet:
@@ -76,12 +102,7 @@ def test_evaluate_images_reports_every_metric_and_warns_on_small_n(tmp_path, tin
     assert result["n_samples"] == 30 and result["n_reference"] == 30
     assert set(result["fid_per_class"]) == {"hstripes", "vstripes", "square"}
     assert result["inception_score"] is None and "no classifier head" in result["inception_score_note"]
-    # FID recomputed independently: the extractor's features by hand, the Frechet distance with scipy's sqrtm
-    scipy_linalg = pytest.importorskip("scipy.linalg")
-    features = [TinyFeatures()(inception_input(s.images)).double().numpy() for s in (reference, samples)]
-    (mean_r, cov_r), (mean_s, cov_s) = [(f.mean(0), np.cov(f, rowvar=False)) for f in features]
-    frechet = ((mean_r - mean_s) ** 2).sum() + np.trace(cov_r + cov_s - 2 * scipy_linalg.sqrtm(cov_r @ cov_s).real)
-    assert result["fid"] == pytest.approx(frechet, rel=1e-4)
+    assert result["fid"] == pytest.approx(frechet_distance_by_hand(reference.images, samples.images), rel=1e-4)
     # same patterns, another seed: nearly every sample lies in the reference's manifold and vice versa
     assert result["precision"] >= 0.9 and result["recall"] >= 0.9
     # the same samples at a quarter of the brightness: every metric says they are worse
@@ -273,9 +294,12 @@ def test_clip_score_per_class_is_100_times_the_mean_cosine(tmp_path):
 
 def test_evaluation_during_training_logs_metrics_without_changing_the_loss_trace(
         tmp_path, tiny_overrides, tiny_extractor_file, monkeypatch):
+    from dreamdata.evaluation import during_training
     from dreamdata.training.run_dir import read_metrics
 
     monkeypatch.setenv("DREAMDATA_CACHE", str(tmp_path / "cache"))
+    recording = RecordingEvaluation(during_training.evaluate_images)
+    monkeypatch.setattr(during_training, "evaluate_images", recording)
     common = ["train", "tiny", *tiny_overrides, "train.steps=6", "train.log_every=1", "train.sample_grid=false",
               "train.progress=false"]
     assert main([*common, "name=plain"]) == 0
@@ -288,8 +312,12 @@ def test_evaluation_during_training_logs_metrics_without_changing_the_loss_trace
     assert [r["loss"] for r in plain] == [r["loss"] for r in evaluated if "loss" in r]
     evaluations = [r for r in evaluated if "eval_fid" in r]
     assert [r["step"] for r in evaluations] == [3, 6]
-    assert all(r["eval_n"] == 12 and r["eval_fid"] >= 0 and "eval_kid" in r and "eval_precision" in r
-               for r in evaluations)
+    assert all(r["eval_n"] == 12 and "eval_kid" in r and "eval_precision" in r for r in evaluations)
+    # each logged FID is the Frechet distance, computed by hand, of the 12 samples and 24 reference images compared
+    assert len(recording.compared) == len(evaluations)
+    for record, (samples, reference) in zip(evaluations, recording.compared):
+        assert len(samples) == 12 and len(reference) == 24
+        assert record["eval_fid"] == pytest.approx(frechet_distance_by_hand(reference, samples), rel=1e-4, abs=1e-6)
     assert (run / "metrics.png").stat().st_size > 0
 
 
@@ -305,7 +333,11 @@ def test_evaluation_config_errors_name_the_key(tiny_overrides):
 
 def test_evaluate_cli_on_a_blur_run_uses_the_cold_sampler(tmp_path, tiny_overrides, tiny_extractor_file,
                                                           monkeypatch, capsys):
+    from dreamdata.evaluation import suite
+
     monkeypatch.setenv("DREAMDATA_CACHE", str(tmp_path / "cache"))
+    recording = RecordingEvaluation(suite.evaluate_images)
+    monkeypatch.setattr(suite, "evaluate_images", recording)
     assert main(["train", "tiny", *tiny_overrides, "train.steps=2", "train.sample_grid=false", "train.progress=false",
                  "process.kind=blur", "process.num_steps=4", "process.kernel_size=3", "name=blurrun"]) == 0
     run = next((tmp_path / "runs").glob("*-blurrun"))
@@ -313,7 +345,11 @@ def test_evaluate_cli_on_a_blur_run_uses_the_cold_sampler(tmp_path, tiny_overrid
     assert main(["evaluate", str(run), "--n", "9", "--metrics", "fid", "--fid-weights", str(tiny_extractor_file),
                  "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["sampler"] == "cold-improved" and result["steps"] == 4 and result["fid"] >= 0
+    assert result["sampler"] == "cold-improved" and result["steps"] == 4
+    # the FID written is the Frechet distance, computed by hand, of the 9 restored samples and the reference
+    ((samples, reference),) = recording.compared
+    assert len(samples) == 9
+    assert result["fid"] == pytest.approx(frechet_distance_by_hand(reference, samples), rel=1e-4, abs=1e-6)
     assert main(["evaluate", str(run), "--n", "9", "--reconstruction", "--fid-weights",
                  str(tiny_extractor_file)]) == 2
     assert "--from-test" in capsys.readouterr().err
