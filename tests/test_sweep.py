@@ -1,5 +1,5 @@
 """`dreamdata sweep` on the tiny npz fixture: cells and keys, resume, new axis values, refused changes,
-shared noise, shards, figures from results.jsonl alone, and the cold-diffusion study through the sweep."""
+shared noise, shards, and the cold-diffusion study through the sweep (its figures: test_sweep_figures.py)."""
 
 from __future__ import annotations
 
@@ -241,52 +241,6 @@ def test_interrupted_cell_is_finished_on_resume(base_file, tiny_extractor_file, 
              for r in results_of(tmp_path / "whole")]
     assert strip == [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s", "checkpoint",
                                                               "train_minutes")} for r in results_of(tmp_path / "cut")]
-
-
-def test_figures_read_only_results_jsonl(tmp_path):
-    """Figures drawn from a hand-written results.jsonl, with no run directory or model anywhere."""
-    from dreamdata.experiments.figures import draw_figures
-    from dreamdata.experiments.sweep_config import SweepFigures
-
-    lines = []
-    for arm in ("linear", "cosine"):
-        for guidance in (0.0, 1.0, 3.0):
-            for steps in (10, 100):
-                lines.append({"cell": f"{arm}/step-5/ddim-{steps}-w{guidance}", "arm": arm, "checkpoint_step": 5,
-                              "n": 100, "sampling": {"sampler": "ddim", "steps": steps, "guidance": guidance},
-                              "metrics": {"fid": 50 - 10 * guidance + guidance ** 2 + 100 / steps}})
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    drawn = {p.name for p in draw_figures(tmp_path, SweepFigures())}
-    assert drawn == {"metric-vs-guidance.png", "metric-vs-sampling-steps.png"}
-
-
-def test_metric_over_training_has_a_panel_per_metric_and_epochs_on_top(tmp_path, monkeypatch):
-    """``figures.metric: [fid, recall]`` draws both over training, each with a top axis in epochs: a hand-made
-    run of batch 64 on 640 images is 0.1 epoch per step, so steps 0..2,000 read as epochs 0..200 on top."""
-    from dreamdata.experiments import figures as sweep_figures
-    from dreamdata.experiments.sweep_config import SweepFigures
-
-    lines = [{"cell": f"gan/step-{step}/gan", "arm": "gan", "checkpoint_step": step, "epoch": step / 10, "n": 50,
-              "sampling": {"sampler": "gan", "steps": 1, "guidance": 0.0},
-              "metrics": {"fid": 100 - step / 100, "recall": step / 4000}} for step in (500, 1000, 2000)]
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    saved = {}
-    monkeypatch.setattr(sweep_figures, "save_figure", lambda figure, path: saved.setdefault(path.name, figure) and path)
-    sweep_figures.draw_figures(tmp_path, SweepFigures(metric=["fid", "recall"]))
-    figure = saved["metric-vs-step.png"]
-    panels = [axis for axis in figure.axes if axis.get_xlabel() == "training step"]
-    assert [axis.get_ylabel() for axis in panels] == ["FID (N = 50)", "recall (N = 50)"]
-    for panel in panels:
-        (top,) = [child for child in panel.child_axes if child.get_xlabel() == "epoch"]
-        low, high = panel.get_xlim()
-        assert top.get_xlim() == pytest.approx((low / 10, high / 10))
-    # two arms with different epochs per step share no epoch axis
-    lines.append({**lines[0], "arm": "other", "epoch": 500 / 20})
-    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    saved.clear()
-    sweep_figures.draw_figures(tmp_path, SweepFigures(metric="fid"))
-    (panel,) = saved["metric-vs-step.png"].axes
-    assert not panel.child_axes
 
 
 def test_blur_robustness_is_exact_with_an_oracle_denoiser(tiny_npz):

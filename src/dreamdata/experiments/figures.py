@@ -8,7 +8,8 @@ Figures are drawn only where the data varies (a metric-against-guidance plot nee
 * ``metric-vs-step.png``: against the training step of the checkpoint (epochs on the top axis when every arm
   takes the same epochs per step);
 * ``metric-vs-sampling-steps.png``: against the number of sampling steps, one line per sampler (and arm);
-* ``mosaic.png``: every cell at its arm's last checkpoint side by side, one row per class, same noise;
+* ``mosaic.png``: every cell at its arm's last checkpoint side by side, one row per class (unconditional cells:
+  a near-square grid), same noise;
 * ``loss.png``: training and held-out loss of every arm (``figures.loss_skip_first``, ``figures.loss_log``);
 * ``alpha_bar.png``: ᾱ_t of every Gaussian arm;
 * ``trajectory-<cell>.png``: snapshots of the reverse process (with ``evaluation.trajectory_every``).
@@ -17,6 +18,7 @@ Figures are drawn only where the data varies (a metric-against-guidance plot nee
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -35,7 +37,9 @@ METRIC_LABELS = {"fid": "FID", "kid_mean": "KID", "is_mean": "Inception Score", 
                  "recall": "recall", "held_out_loss": "held-out loss"}
 MOSAIC_PANELS = 8  # cells per mosaic figure
 MOSAIC_COLUMNS = 4  # panels side by side
-MOSAIC_ROW_LENGTH = 8  # samples per row of an unconditional panel
+MOSAIC_PANEL_INCHES = (3.4, 3.2)  # width, height of a panel, unless an unconditional grid needs more
+MOSAIC_MIN_IMAGE_INCHES = 0.35  # an unconditional panel grows so that each of its samples is at least this wide
+MOSAIC_PANEL_MARGIN_INCHES = (1.2, 1.0)  # of a panel, not images: the row label left, the two-line title above
 
 
 def read_results(out_dir: Path) -> list[dict[str, Any]]:
@@ -130,8 +134,36 @@ def draw_metric_figures(out_dir: Path, results: list[dict[str, Any]], metric: Un
     return drawn
 
 
+def _mosaic_rows(images: np.ndarray, labels: np.ndarray, class_names: list[str]
+                ) -> tuple[list[np.ndarray], list[str], bool]:
+    """A cell's panel as rows of samples, their labels, and whether it is unconditional.
+
+    Class-conditional samples: one row per class. Unconditional samples: a near-square grid,
+    ``ceil(sqrt(N))`` per row, so that a few samples are not one thin strip across the panel.
+    """
+    if class_names and labels.min() >= 0:
+        return [images[labels == c] for c in range(len(class_names))], list(class_names), False
+    per_row = max(1, math.ceil(math.sqrt(len(images))))
+    rows = [images[i:i + per_row] for i in range(0, len(images), per_row)]
+    return rows, ["unconditional"] + [""] * (len(rows) - 1), True
+
+
+def _mosaic_panel_inches(unconditional_grids: list[list[np.ndarray]]) -> tuple[float, float]:
+    """Width and height shared by the panels of one mosaic figure: ``MOSAIC_PANEL_INCHES``, widened or
+    heightened where one of the page's unconditional grids (given as its rows) needs it for each sample to be at
+    least ``MOSAIC_MIN_IMAGE_INCHES`` across. Class rows do not grow the panel."""
+    width, height = MOSAIC_PANEL_INCHES
+    for rows in unconditional_grids:
+        size = rows[0].shape[-1]
+        cell = MOSAIC_MIN_IMAGE_INCHES * (size + 1) / size  # a sample and the 1-pixel gap after it
+        width = max(width, max(len(row) for row in rows) * cell + MOSAIC_PANEL_MARGIN_INCHES[0])
+        height = max(height, len(rows) * cell + MOSAIC_PANEL_MARGIN_INCHES[1])
+    return width, height
+
+
 def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
-    """Cells at their arm's last checkpoint side by side: one panel per cell, one row per class."""
+    """Cells at their arm's last checkpoint side by side: one panel per cell, one row per class (unconditional
+    cells: a near-square grid, see :func:`_mosaic_rows`)."""
     last = {}
     for r in results:
         last[r["arm"]] = max(last.get(r["arm"], 0), r["checkpoint_step"])
@@ -140,22 +172,21 @@ def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
     drawn = []
     for page, first in enumerate(range(0, len(cells), MOSAIC_PANELS)):
         chunk = cells[first:first + MOSAIC_PANELS]
+        panels = []
+        for r in chunk:
+            with np.load(out_dir / "cells" / r["cell"] / "samples.npz") as archive:
+                images, labels = archive["images"], archive["labels"]
+            panels.append((images, *_mosaic_rows(images, labels, r.get("class_names") or [])))
+        panel_width, panel_height = _mosaic_panel_inches([rows for _, rows, _, unconditional in panels
+                                                          if unconditional])
         columns_shown = min(MOSAIC_COLUMNS, len(chunk))
         rows_shown = -(-len(chunk) // columns_shown)
-        figure, axes = plt.subplots(rows_shown, columns_shown, figsize=(3.4 * columns_shown + 0.6,
-                                                                         3.2 * rows_shown + 0.4),
+        figure, axes = plt.subplots(rows_shown, columns_shown, figsize=(panel_width * columns_shown + 0.6,
+                                                                         panel_height * rows_shown + 0.4),
                                     dpi=130, squeeze=False)
         for axis in axes.flat[len(chunk):]:
             axis.axis("off")
-        for axis, r in zip(axes.flat, chunk):
-            with np.load(out_dir / "cells" / r["cell"] / "samples.npz") as archive:
-                images, labels = archive["images"], archive["labels"]
-            names = r.get("class_names") or []
-            if names and labels.min() >= 0:  # one row per class
-                rows = [images[labels == c] for c in range(len(names))]
-            else:  # unconditional: rows of MOSAIC_ROW_LENGTH samples
-                rows = [images[i:i + MOSAIC_ROW_LENGTH] for i in range(0, len(images), MOSAIC_ROW_LENGTH)]
-                names = ["unconditional"] + [""] * (len(rows) - 1)
+        for axis, r, (images, rows, names, _) in zip(axes.flat, chunk, panels):
             columns = max(len(row) for row in rows)
             channels, size = images.shape[1], images.shape[-1]
             canvas = np.full((len(rows) * (size + 1), columns * (size + 1), channels), 255, dtype=np.uint8)
