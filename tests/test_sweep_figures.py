@@ -120,3 +120,40 @@ def test_mosaic_panel_grows_so_many_unconditional_samples_stay_readable(tmp_path
     assert 0.35 <= sample_inches(figure, axis, 8) < 0.5
     width, height = figure.get_size_inches()
     assert width > 4.0 and height > 3.6
+
+
+def test_mosaic_page_of_one_class_strips_is_short(tmp_path, monkeypatch):
+    """Five one-class cells of 8 samples (the automobile-only arm of guidance-and-epochs.yaml): each panel is one
+    row of 8, canvas (9, 72). A panel no longer keeps the standard 3.2-inch height around a strip: with 3.4 - 1.2
+    = 2.2 inches for the samples, one row of 8 needs 2.2 / 8 = 0.275 inch plus the 1.0-inch margin for title and
+    label, so the two rows of panels make a page 2 * 1.275 + 0.4 = 2.95 inches tall (was 2 * 3.2 + 0.4 = 6.8),
+    and the samples are drawn no smaller than on the tall page."""
+    rng = np.random.default_rng(2)
+    lines = [write_cell(tmp_path, f"car/step-4/ddim-w{w}", rng.integers(0, 200, (8, 1, 8, 8), dtype=np.uint8),
+                        np.zeros(8, dtype=np.int64), ["automobile"]) for w in range(5)]
+    figure = drawn_mosaic(tmp_path, lines, monkeypatch)
+    assert tuple(figure.get_size_inches()) == pytest.approx((4 * 3.4 + 0.6, 2.95))
+    strips = [axis for axis in figure.axes if axis.images]
+    assert len(strips) == 5 and all(axis.images[0].get_array().shape == (9, 72) for axis in strips)
+    assert sample_inches(figure, strips[0], 8) > 0.2
+
+
+def test_metric_over_training_leaves_out_cells_scored_at_one_checkpoint(tmp_path, monkeypatch):
+    """Over training, only cells scored at two or more checkpoints are lines: the w = 0 cell at steps 600, 1200
+    and 1800 is drawn; the w = 2 and w = 5 cells, scored at the last checkpoint only, are not in the legend."""
+    from dreamdata.experiments.sweep_config import SweepFigures
+
+    lines = [{"cell": f"guided/step-{step}/ddim-w{w}", "arm": "guided", "checkpoint_step": step, "n": 250,
+              "sampling": {"sampler": "ddim", "steps": 50, "guidance": w}, "metrics": {"fid": 300 - step / 10 - w}}
+             for step, w in ((600, 0.0), (1200, 0.0), (1800, 0.0), (1800, 2.0), (1800, 5.0))]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    saved = {}
+    monkeypatch.setattr(sweep_figures, "save_figure", lambda figure, path: saved.setdefault(path.name, figure) and path)
+    sweep_figures.draw_figures(tmp_path, SweepFigures())
+    (panel,) = saved["metric-vs-step.png"].axes
+    assert [text.get_text() for text in panel.get_legend().get_texts()] == ["guided, guidance=0.0"]
+    (line,) = panel.get_lines()
+    assert list(line.get_xdata()) == [600.0, 1200.0, 1800.0]
+    assert list(line.get_ydata()) == [240.0, 180.0, 120.0]
+    (guidance_panel,) = saved["metric-vs-guidance.png"].axes  # at the last checkpoint all three w are there
+    assert list(guidance_panel.get_lines()[0].get_xdata()) == [0.0, 2.0, 5.0]

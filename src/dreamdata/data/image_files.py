@@ -106,7 +106,7 @@ def _zip_prefix(archive: Path, image_paths: list[tuple[str, ...]], split: str) -
         return prefix
 
 
-def _zip_listing(archive: Path, handle: zipfile.ZipFile, split: str):
+def zip_listing(archive: Path, handle: zipfile.ZipFile, split: str):
     """Class names and ``(member, label)`` pairs of ``split``, sorted by class then file name."""
     members = [(info, PurePosixPath(info.filename).parts) for info in handle.infolist()]
     members = [(info, parts) for info, parts in members if parts and not any(_is_hidden(p) for p in parts)]
@@ -152,7 +152,7 @@ class _UnreadableMember(Exception):
 def _decode_zip(archive: Path, split: str, options: DecodeOptions) -> decode_cache.CachedDecode:
     try:
         with zipfile.ZipFile(archive) as handle:
-            class_names, pairs = _zip_listing(archive, handle, split)
+            class_names, pairs = zip_listing(archive, handle, split)
             collector = ImageCollector(len(pairs), options, f"zip {archive}")
             for info, label in pairs:
                 name = f"{archive}:{info.filename}"

@@ -69,14 +69,20 @@ def _epochs_per_step(results: list[dict[str, Any]]) -> Optional[float]:
 
 
 def _line_plot(results: list[dict[str, Any]], x_of, x_label: str, metrics: list[str], other_keys: list[str],
-               path: Path, title: str, log_x: bool = False, epochs_per_step: Optional[float] = None
-               ) -> Optional[Path]:
+               path: Path, title: str, log_x: bool = False, epochs_per_step: Optional[float] = None,
+               min_points: int = 1) -> Optional[Path]:
     """One panel per metric, one line per group of results that agree on everything but x; None when x does
-    not vary. With ``epochs_per_step`` the top axis reads the same x in training epochs."""
+    not vary. Lines with fewer than ``min_points`` x values are left out (over training, a cell scored at the
+    last checkpoint only is a dot, not a curve). With ``epochs_per_step`` the top axis reads the same x in
+    training epochs."""
     panels = []
     for metric in metrics:
         points = [(x_of(r), metric_value(r, metric), r) for r in results]
         points = [p for p in points if p[0] is not None and p[1] is not None]
+        xs_per_line: dict[str, set] = defaultdict(set)
+        for x, _, r in points:
+            xs_per_line[_label(r, other_keys)].add(x)
+        points = [p for p in points if len(xs_per_line[_label(p[2], other_keys)]) >= min_points]
         if len({p[0] for p in points}) >= 2:
             panels.append((metric, points))
     if not panels:
@@ -125,7 +131,7 @@ def draw_metric_figures(out_dir: Path, results: list[dict[str, Any]], metric: Un
                             "{metric} against classifier-free guidance (last checkpoint)"),
                  _line_plot(results, lambda r: float(r["checkpoint_step"]), "training step", metrics,
                             _varying(results, ()), out_dir / "metric-vs-step.png",
-                            "{metric} over training", epochs_per_step=_epochs_per_step(results)),
+                            "{metric} over training", epochs_per_step=_epochs_per_step(results), min_points=2),
                  _line_plot(at_last, lambda r: float(r["sampling"]["steps"]), "sampling steps (log scale)", metrics,
                             _varying(at_last, ("steps",)), out_dir / "metric-vs-sampling-steps.png",
                             "{metric} against sampling steps (last checkpoint)", log_x=True)):
@@ -148,17 +154,23 @@ def _mosaic_rows(images: np.ndarray, labels: np.ndarray, class_names: list[str]
     return rows, ["unconditional"] + [""] * (len(rows) - 1), True
 
 
-def _mosaic_panel_inches(unconditional_grids: list[list[np.ndarray]]) -> tuple[float, float]:
-    """Width and height shared by the panels of one mosaic figure: ``MOSAIC_PANEL_INCHES``, widened or
-    heightened where one of the page's unconditional grids (given as its rows) needs it for each sample to be at
-    least ``MOSAIC_MIN_IMAGE_INCHES`` across. Class rows do not grow the panel."""
+def _mosaic_panel_inches(panels: list[tuple[list[np.ndarray], bool]]) -> tuple[float, float]:
+    """Width and height shared by the panels of one mosaic figure, given each panel's rows and whether it is an
+    unconditional grid: ``MOSAIC_PANEL_INCHES``, widened or heightened where one of the page's unconditional grids
+    needs it for each sample to be at least ``MOSAIC_MIN_IMAGE_INCHES`` across (class rows do not grow the
+    panel), then no taller than the page's tallest panel needs at that width (a page of one-class strips is
+    short, not a strip in a tall empty box)."""
     width, height = MOSAIC_PANEL_INCHES
-    for rows in unconditional_grids:
+    for rows, unconditional in panels:
+        if not unconditional:
+            continue
         size = rows[0].shape[-1]
         cell = MOSAIC_MIN_IMAGE_INCHES * (size + 1) / size  # a sample and the 1-pixel gap after it
         width = max(width, max(len(row) for row in rows) * cell + MOSAIC_PANEL_MARGIN_INCHES[0])
         height = max(height, len(rows) * cell + MOSAIC_PANEL_MARGIN_INCHES[1])
-    return width, height
+    tallest = max(len(rows) / max(1, max(len(row) for row in rows)) for rows, _ in panels)  # rows per column
+    needed = tallest * (width - MOSAIC_PANEL_MARGIN_INCHES[0]) + MOSAIC_PANEL_MARGIN_INCHES[1]
+    return width, min(height, needed)
 
 
 def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
@@ -177,8 +189,8 @@ def draw_mosaics(out_dir: Path, results: list[dict[str, Any]]) -> list[Path]:
             with np.load(out_dir / "cells" / r["cell"] / "samples.npz") as archive:
                 images, labels = archive["images"], archive["labels"]
             panels.append((images, *_mosaic_rows(images, labels, r.get("class_names") or [])))
-        panel_width, panel_height = _mosaic_panel_inches([rows for _, rows, _, unconditional in panels
-                                                          if unconditional])
+        panel_width, panel_height = _mosaic_panel_inches([(rows, unconditional)
+                                                          for _, rows, _, unconditional in panels])
         columns_shown = min(MOSAIC_COLUMNS, len(chunk))
         rows_shown = -(-len(chunk) // columns_shown)
         figure, axes = plt.subplots(rows_shown, columns_shown, figsize=(panel_width * columns_shown + 0.6,
