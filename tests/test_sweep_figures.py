@@ -157,3 +157,20 @@ def test_metric_over_training_leaves_out_cells_scored_at_one_checkpoint(tmp_path
     assert list(line.get_ydata()) == [240.0, 180.0, 120.0]
     (guidance_panel,) = saved["metric-vs-guidance.png"].axes  # at the last checkpoint all three w are there
     assert list(guidance_panel.get_lines()[0].get_xdata()) == [0.0, 2.0, 5.0]
+
+
+def test_sampling_steps_axis_is_ticked_at_the_step_counts_measured(tmp_path, monkeypatch):
+    """The log-scale steps axis reads 10, 20, 50, 100, 1000 (the cells' step counts), not powers of ten."""
+    from dreamdata.experiments.sweep_config import SweepFigures
+
+    lines = [{"cell": f"base/step-5/ddim-{steps}", "arm": "base", "checkpoint_step": 5, "n": 100,
+              "sampling": {"sampler": "ddim", "steps": steps, "guidance": 0.0}, "metrics": {"fid": 50 + 100 / steps}}
+             for steps in (10, 20, 50, 100, 1000)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    saved = {}
+    monkeypatch.setattr(sweep_figures, "save_figure", lambda figure, path: saved.setdefault(path.name, figure) and path)
+    sweep_figures.draw_figures(tmp_path, SweepFigures())
+    (panel,) = saved["metric-vs-sampling-steps.png"].axes
+    assert list(panel.get_xticks()) == [10, 20, 50, 100, 1000]
+    assert [label.get_text() for label in panel.get_xticklabels()] == ["10", "20", "50", "100", "1000"]
+    assert panel.get_xscale() == "log"

@@ -96,8 +96,11 @@ def _line_plot(results: list[dict[str, Any]], x_of, x_label: str, metrics: list[
         for label, xy in sorted(lines.items()):
             xy.sort()
             axis.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=label)
-        if log_x:
+        if log_x:  # ticks at the step counts measured, written plainly (not 10^2, 2x10^2 ...)
             axis.set_xscale("log")
+            measured = sorted({p[0] for p in points})
+            axis.set_xticks(measured, [f"{x:g}" for x in measured])
+            axis.minorticks_off()
         name = METRIC_LABELS.get(metric, metric)
         axis.set_xlabel(x_label)
         axis.set_ylabel(f"{name} (N = {n:,})" if n else name)
