@@ -164,9 +164,10 @@ def test_untrained_networks_give_finite_samples_at_any_step_count(sampler, optio
 
 
 def test_registry_and_shared_signature():
-    assert sampler_names() == ["ddpm", "ddpm_beta", "ddim", "dpm++2m"]
+    assert sampler_names() == ["ddpm", "ddpm_beta", "ddim", "dpm++2m", "dpm++2m-sde"]
     assert get_sampler("ddim") is ddim_sample and get_sampler("dpm++2m") is dpm_solver_pp_2m_sample
-    with pytest.raises(ValueError, match="ddpm, ddpm_beta, ddim, dpm\\+\\+2m"):
+    assert get_sampler("dpm++2m-sde").keywords == {"eta": 1.0}
+    with pytest.raises(ValueError, match="ddpm, ddpm_beta, ddim, dpm\\+\\+2m, dpm\\+\\+2m-sde"):
         get_sampler("euler")
     shared = ["network", "process", "noise", "timesteps", "class_labels", "guidance_scale", "generator",
               "x0_clip", "progress", "callback", "null_class"]
@@ -626,3 +627,42 @@ def test_samplers_on_cuda(sampler, options):
     plain = sampler(network, process, noise, taus, class_labels=labels, guidance_scale=2.0,
                     generator=torch.Generator(device="cuda").manual_seed(0), **options)
     assert plain.device.type == "cuda" and torch.isfinite(plain).all()
+
+
+def test_first_order_sde_steps_of_dpm_solver_are_ddpm():
+    # At eta = 1 a first-order SDE-DPM-Solver++ step is the DDPM posterior step with sigma^2 = beta_tilde
+    # (Ho et al. 2020, eq. 7, between the visited timesteps), one draw per step from the same generator: with
+    # 1 or 2 timesteps every step is first order, so the samples equal ddpm_sample's. Data with means 3 * MU
+    # (up to 1.2) make the static clipping bite.
+    process = make_process("cosine")
+    noise = torch.randn(64, *SHAPE, generator=seeded(34), dtype=torch.float64)
+    sde = get_sampler("dpm++2m-sde")
+    for mu, x0_clip in ((MU, "none"), (3 * MU, "static")):
+        network = GaussianOracle(process, mu.unsqueeze(0), S)
+        for taus in (timestep_sequence(T, 1), timestep_sequence(T, 2), timestep_sequence(T, 2, "trailing")):
+            torch.testing.assert_close(sde(network, process, noise, taus, generator=seeded(35), x0_clip=x0_clip),
+                                       ddpm_sample(network, process, noise, taus, generator=seeded(35),
+                                                   x0_clip=x0_clip), rtol=1e-9, atol=1e-9)
+
+
+def test_sde_dpm_solver_reproduces_gaussian_data_and_beats_first_order():
+    """SDE-DPM-Solver++(2M), exact denoiser, the image-like Gaussian data of the ODE tests, 20,000 samples
+    (the sampling error of a variance is then ~1%). At 100 steps the output variance is within 5% of s^2
+    (measured +0.7 .. +2.2%); at 20 steps on the even-in-lambda grid within 12% (measured +3.6 .. +8.2%),
+    where ancestral DDPM (the same SDE, first order) under-disperses by 36-39%."""
+    sde = get_sampler("dpm++2m-sde")
+    n = 20000
+    noise = torch.randn((n, *SHAPE), generator=seeded(40), dtype=torch.float64)
+    mu, s2 = IMAGE_MU[0].double(), IMAGE_S[0].double() ** 2
+    cosine = make_process("cosine")
+    network = GaussianOracle(cosine, IMAGE_MU.unsqueeze(0), IMAGE_S)
+    x = sde(network, cosine, noise, timestep_sequence(T, 100), generator=seeded(41), x0_clip="none").double()
+    assert (x.mean(0) - mu).abs().max() < 4 * math.sqrt(s2.max().item() / n)
+    assert (x.var(0) / s2 - 1).abs().max() < 0.05
+    linear = make_process("linear")
+    network = GaussianOracle(linear, IMAGE_MU.unsqueeze(0), IMAGE_S)
+    taus = logsnr_timesteps(linear.schedule.alpha_bar, 20)
+    second = (sde(network, linear, noise, taus, generator=seeded(41), x0_clip="none").double().var(0) / s2 - 1).abs()
+    first = (ddpm_sample(network, linear, noise, taus, generator=seeded(41), x0_clip="none").double().var(0)
+             / s2 - 1).abs()
+    assert second.max() < 0.12 and first.min() > 0.3

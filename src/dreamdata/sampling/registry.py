@@ -32,6 +32,7 @@ SAMPLERS: dict[str, Callable] = {
     "ddpm_beta": partial(ddpm_sample, variance="beta"),  # ancestral, variance beta (Ho et al. 2020, sec. 3.2)
     "ddim": ddim_sample,  # deterministic DDIM, eta = 0 (Song et al. 2021); pass eta=... for noise
     "dpm++2m": dpm_solver_pp_2m_sample,  # DPM-Solver++(2M) (Lu et al. 2022), good at 10-20 steps
+    "dpm++2m-sde": partial(dpm_solver_pp_2m_sample, eta=1.0),  # SDE-DPM-Solver++(2M): the ancestral sampler's noise, second order
 }
 
 COLD_SAMPLERS: dict[str, Callable] = {
