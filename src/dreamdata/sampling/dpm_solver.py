@@ -17,21 +17,6 @@ visited index to the clean image (``sigma = 0``, ``lambda = +inf``): it lands ex
 first-order too, as in Lu et al.'s reference code ("lower_order_final"): with few steps that step spans a
 large ``lambda`` interval, where extrapolating the previous prediction is unreliable.
 
-SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5 and their reference code; k-diffusion's ``dpmpp_2m_sde``,
-midpoint form) solves the reverse SDE instead, with the same data prediction and multistep correction. Written
-for the variance-preserving ``x = alpha x0 + sigma eps``, a step from ``(alpha, sigma, lambda)`` to
-``(alpha', sigma', lambda')`` with ``h = lambda' - lambda`` is::
-
-    x' = (sigma' / sigma) e^(-eta h) x + alpha' (1 - e^(-(1 + eta) h)) D + sigma' sqrt(1 - e^(-2 eta h)) z
-
-with ``D`` the first- or second-order data prediction below and ``z ~ N(0, I)``. At ``eta = 0`` it is the
-ODE step. At ``eta = 1`` and first order it is exactly the ancestral DDPM step with ``sigma^2 = beta_tilde``
-(Ho et al. 2020, eq. 7, between the two visited timesteps): the coefficient of ``x`` is
-``alpha_{t|s} sigma_s^2 / sigma_t^2``, that of ``x0_hat`` is ``alpha_s (1 - e^(-2h))`` and the variance
-``sigma_s^2 (1 - e^(-2h))``. Fresh noise at every step washes out errors of an imperfect network that a
-deterministic solver carries to the end: on an under-trained Fashion-MNIST model, ancestral sampling reached
-FID 41.7 where every ODE solver stopped at 76 (BENCHMARKS.md, steps per sampler).
-
 For the same reason any step more than twice as long in ``lambda`` as the one before it (``r < 1/2``) is
 taken with first order: the line through the last two predictions would be extrapolated far beyond the
 interval it was fitted on (variable-step multistep methods are only well behaved for bounded step
@@ -39,6 +24,21 @@ ratios). On the usual grids this happens exactly once, on the step into index 0 
 ("linspace", "leading"): ``lambda`` at index 0 is far out (4.6 for the linear schedule, with ``r`` about
 0.2-0.3), and taken with second order that one step over-disperses Gaussian test data by tens of percent
 at 15-50 steps.
+
+SDE-DPM-Solver++(2M) (Lu et al. 2022, sec. 5 and their reference code; k-diffusion's ``dpmpp_2m_sde``,
+midpoint form) solves the reverse SDE instead, with the same data prediction and multistep correction. Written
+for the variance-preserving ``x = alpha x0 + sigma eps``, a step from ``(alpha, sigma, lambda)`` to
+``(alpha', sigma', lambda')`` with ``h = lambda' - lambda`` is::
+
+    x' = (sigma' / sigma) e^(-eta h) x + alpha' (1 - e^(-(1 + eta) h)) D + sigma' sqrt(1 - e^(-2 eta h)) z
+
+with ``D`` the first- or second-order data prediction above (the same step-order rules) and ``z ~ N(0, I)``. At ``eta = 0`` it is the
+ODE step. At ``eta = 1`` and first order it is exactly the ancestral DDPM step with ``sigma^2 = beta_tilde``
+(Ho et al. 2020, eq. 7, between the two visited timesteps): the coefficient of ``x`` is
+``alpha_{t|s} sigma_s^2 / sigma_t^2``, that of ``x0_hat`` is ``alpha_s (1 - e^(-2h))`` and the variance
+``sigma_s^2 (1 - e^(-2h))``. Fresh noise at every step washes out errors of an imperfect network that a
+deterministic solver carries to the end: on an under-trained Fashion-MNIST model, ancestral sampling reached
+FID 41.7 where every ODE solver stopped at 76 (BENCHMARKS.md, steps per sampler).
 """
 
 from __future__ import annotations
