@@ -39,6 +39,12 @@ def picked_members(archive: Path, split: str, classes: list[str], per_class: int
     return [pairs[i][0].filename for i in (kept[:, 0] + 256 * kept[:, 1] + 65536 * kept[:, 2]).tolist()]
 
 
+def member_files(archive: Path) -> list[str]:
+    """Every file (not folder) entry of ``archive``."""
+    with zipfile.ZipFile(archive) as handle:
+        return [info.filename for info in handle.infolist() if not info.is_dir()]
+
+
 def write_zip(path: Path, members: list[tuple[Path, list[str]]]) -> None:
     """``path`` holding the named members of each source zip (JPEGs: stored, not compressed again)."""
     partial = path.with_name(path.name + ".partial")
@@ -59,8 +65,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=None, help="the selection's data.per_class")
     parser.add_argument("--split-seed", type=int, default=0, help="the selection's data.split_seed")
     args = parser.parse_args()
-    everything = [(source, [info.filename for info in zipfile.ZipFile(source).infolist() if not info.is_dir()])
-                  for source in (args.train_zip, args.test_zip)]
+    everything = [(source, member_files(source)) for source in (args.train_zip, args.test_zip)]
     if not args.classes:
         write_zip(args.out, everything)
         print(f"wrote {args.out}")
