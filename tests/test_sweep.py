@@ -445,3 +445,52 @@ def test_nll_metric_once_per_checkpoint_and_equal_to_evaluate_nll(base_file, tin
                                       "nll_n": 7, "nll_steps": 4})
     with pytest.raises(ConfigError, match="evaluation.nll_n"):
         run_sweep(load_sweep(changed), out)
+
+
+def test_cell_interrupted_while_scored_is_not_sampled_again(base_file, tiny_extractor_file, tmp_path, cache,
+                                                             monkeypatch):
+    """Killed between sampling and its result, a cell keeps its N samples; the re-run scores those (the
+    sampler is not called) and gives an uninterrupted run's result, then deletes them."""
+    from dreamdata.evaluation import suite
+    from dreamdata.sampling import generate as generate_module
+
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, train_axes={}, sampling_axes={}, metrics=["fid"])
+    run_sweep(load_sweep(path), tmp_path / "whole")
+    real_evaluate = suite.evaluate_images
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite, "evaluate_images", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_sweep(path), tmp_path / "cut")
+    cell_dir = tmp_path / "cut" / "cells" / "base" / "step-4" / "ddim-3steps-w0"
+    assert (cell_dir / "samples-unscored.npz").is_file() and not (cell_dir / "result.json").exists()
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("the kept samples should have been scored, not drawn again")
+
+    monkeypatch.setattr(suite, "evaluate_images", real_evaluate)
+    monkeypatch.setattr(generate_module, "generate", no_sampling)
+    run_sweep(load_sweep(path), tmp_path / "cut")
+    assert not (cell_dir / "samples-unscored.npz").exists()
+    ignore = ("seconds", "samples_per_s", "checkpoint", "train_minutes")
+    assert ([{k: v for k, v in r.items() if k not in ignore} for r in results_of(tmp_path / "whole")]
+            == [{k: v for k, v in r.items() if k not in ignore} for r in results_of(tmp_path / "cut")])
+
+
+def test_a_missing_fid_network_fails_before_any_training(base_file, tmp_path, cache, monkeypatch):
+    """No fid_weights, no $DREAMDATA_FID_WEIGHTS and no torch-fidelity: the sweep stops before it trains."""
+    import sys
+
+    from dreamdata.errors import DreamdataError
+
+    monkeypatch.delenv("DREAMDATA_FID_WEIGHTS", raising=False)
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)  # import fails
+    path = write_sweep(tmp_path, base_file, tmp_path / "unused.pt", train_axes={}, metrics=["fid"])
+    tree = yaml.safe_load(path.read_text())
+    del tree["evaluation"]["fid_weights"]
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(DreamdataError, match="no FID network"):
+        run_sweep(load_sweep(path), tmp_path / "out")
+    assert not list((tmp_path / "out").glob("arms/*/checkpoints/*.safetensors"))

@@ -25,6 +25,7 @@ from dreamdata.experiments.sweep_config import SweepConfig
 __all__ = ["CellScorer"]
 
 SAMPLE_METRICS = ("fid", "kid", "is", "pr")
+KEPT_SAMPLES = "samples-unscored.npz"  # every sample of a cell, from sampling until its result is written
 
 
 def _save_npz(path: Path, **arrays) -> None:
@@ -90,7 +91,31 @@ class CellScorer:
             self._tests[key] = (test.images[:count], test.labels[:count])
         return self._tests[key]
 
+    def check_extractor(self) -> None:
+        """Load the feature network now if the sweep's metrics need it, so that a missing one (no
+        ``fid_weights``, no ``$DREAMDATA_FID_WEIGHTS``, no download) fails before training and sampling."""
+        if any(m in self.sweep.metrics for m in (*SAMPLE_METRICS, "per_class_fid")):
+            self.extractor()
+
     # -- one cell --------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _kept_samples(cell_dir: Path, n: int):
+        """The pixels and sampling seconds a cell saved before it was interrupted, or None. The cell
+        directory names the checkpoint and sampling settings, and ``sweep.json`` fixes N and the seeds, so
+        the kept samples are the ones this cell would draw again; a file of another size is ignored."""
+        path = cell_dir / KEPT_SAMPLES
+        if not path.is_file():
+            return None
+        with np.load(path) as kept:
+            pixels, seconds = torch.from_numpy(kept["pixels"]), float(kept["sampling_seconds"])
+        return (pixels, seconds) if pixels.shape[0] == n else None
+
+    @staticmethod
+    def discard_kept_samples(cell_dir: Path) -> None:
+        """Delete the samples kept for a resume once the cell's result is written (they are N images)."""
+        (cell_dir / KEPT_SAMPLES).unlink(missing_ok=True)
+
 
     def score(self, cell: Cell, run_dir: Path, cell_dir: Path) -> dict[str, Any]:
         """Sample the cell, score it, write ``samples.npz`` (the mosaic rows) and any trajectory into
@@ -120,15 +145,20 @@ class CellScorer:
         if e.trajectory_every:
             firsts = list(range(max(1, num_classes)))  # the first sample of each class
             recorder = TrajectoryRecorder(firsts, e.trajectory_every, int(s["steps"]))
-        start, _ = start_distribution(model, s["sampler"], s["start_noise"])
-        options = {} if s["eta"] is None else {"eta": float(s["eta"])}
-        started = time.perf_counter()
-        images = generate(network, process, labels, e.n, e.seed, sampler=s["sampler"], steps=int(s["steps"]),
-                          spacing=s["spacing"], guidance_scale=guidance, guidance_interval=s.get("guidance_interval"),
-                          batch_size=e.batch, device=self.device,
-                          x0_clip=s["x0_clip"], progress=True, on_step=recorder, start=start, **options)
-        sampling_seconds = time.perf_counter() - started
-        pixels = to_uint8(images)
+        kept = self._kept_samples(cell_dir, e.n)
+        if kept is not None:  # sampled before an interruption during scoring: not sampled again
+            pixels, sampling_seconds = kept
+            recorder = None  # its trajectory.npz was written with the samples
+        else:
+            start, _ = start_distribution(model, s["sampler"], s["start_noise"])
+            options = {} if s["eta"] is None else {"eta": float(s["eta"])}
+            started = time.perf_counter()
+            images = generate(network, process, labels, e.n, e.seed, sampler=s["sampler"], steps=int(s["steps"]),
+                              spacing=s["spacing"], guidance_scale=guidance,
+                              guidance_interval=s.get("guidance_interval"), batch_size=e.batch, device=self.device,
+                              x0_clip=s["x0_clip"], progress=True, on_step=recorder, start=start, **options)
+            sampling_seconds = time.perf_counter() - started
+            pixels = to_uint8(images)
         # two evaluations per guided step (the doubled batch), one per other step
         evaluations = e.n * network_evaluations_per_sample(process, int(s["steps"]), s["spacing"], guidance,
                                                            s.get("guidance_interval"))
@@ -146,6 +176,8 @@ class CellScorer:
             shown, x_t, x0_hat = recorder.stacked()
             _save_npz(cell_dir / "trajectory.npz", timesteps=np.array(shown), x_t=to_uint8(x_t).numpy(),
                       x0_hat=to_uint8(x0_hat).numpy())
+        if kept is None:
+            _save_npz(cell_dir / KEPT_SAMPLES, pixels=pixels.numpy(), sampling_seconds=np.array(sampling_seconds))
 
         wanted = self.sweep.metrics
         sample_metrics = [m for m in SAMPLE_METRICS if m in wanted]

@@ -5,11 +5,14 @@ Layout of a sweep directory::
     sweep.json                 the settings every finished cell depends on, and each arm's resolved config
     arms/<arm>/                a `dreamdata train` run per arm (resumed when interrupted)
     cells/<arm>/step-<N>/<sampling>/result.json, samples.npz[, trajectory.npz]
+                               (and samples-unscored.npz: all N samples, from sampling until result.json)
     results.jsonl              one line per finished cell, in cell order (assembled from the result files)
     summary.md, *.png          the table and the figures (drawn from results.jsonl and the run directories)
 
 Resuming: an arm with a ``sweep-arm-done.json`` is not trained again; a cell with a ``result.json`` is
-never redone. Adding an axis value adds arms or cells and runs only those. A change that would make a
+never redone, and a cell interrupted while it was scored is scored from its kept samples, not sampled
+again. A sweep whose metrics need the Inception network loads it before it trains or samples anything, so
+a missing one fails in seconds. Adding an axis value adds arms or cells and runs only those. A change that would make a
 finished cell mean something else - another base config for an arm of the same name, another N,
 reference or metric list - is an error naming the key.
 
@@ -198,17 +201,21 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, shard: tuple[int, int] = 
         selected = [arm for arm in arms if arm.name in only_arms]
     with _results_lock(out_dir):
         check_settings(sweep, selected, out_dir)
+    scorer = CellScorer(sweep, resolve_device(sweep.device))
+    if any(not (arm.external or (arm.run_dir / ARM_DONE).is_file()) for arm in selected):
+        scorer.check_extractor()  # before hours of training, not after them
     train_all_arms(selected, shard, log, poll_seconds)
     # the other arms take part with what they have: their cells if they were trained in an earlier piece
     chosen = {arm.name for arm in selected}
     planned = [arm for arm in arms if arm.name in chosen or arm.external or (arm.run_dir / ARM_DONE).is_file()]
     cells = plan_cells(sweep, planned)
-    scorer = CellScorer(sweep, resolve_device(sweep.device))
     run_dirs = {arm.name: arm.run_dir for arm in arms}
     mine = [cell for cell in cells if cell.arm in chosen][index::count]
     todo = [cell for cell in mine if not (out_dir / "cells" / cell.key / RESULT_FILE).is_file()]
     log(f"sweep {sweep.name}: {len(arms)} arms, {len(cells)} cells ({len(mine)} in this shard, "
         f"{len(todo)} to run)")
+    if todo:
+        scorer.check_extractor()  # before the first cell's sampling
     for number, cell in enumerate(todo, 1):
         log(f"sweep: cell {number}/{len(todo)}: {cell.key}")
         cell_dir = out_dir / "cells" / cell.key
@@ -219,6 +226,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, shard: tuple[int, int] = 
                 "sampling": cell.sampling, **result}
         line["seconds"]["total"] = round(time.perf_counter() - started, 2)
         write_text_atomic(cell_dir / RESULT_FILE, finite_dumps(line, indent=1, sort_keys=True) + "\n")
+        scorer.discard_kept_samples(cell_dir)
         with _results_lock(out_dir):
             assemble_results(out_dir, cells)
     with _results_lock(out_dir):
