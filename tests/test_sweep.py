@@ -494,3 +494,20 @@ def test_a_missing_fid_network_fails_before_any_training(base_file, tmp_path, ca
     with pytest.raises(DreamdataError, match="no FID network"):
         run_sweep(load_sweep(path), tmp_path / "out")
     assert not list((tmp_path / "out").glob("arms/*/checkpoints/*.safetensors"))
+
+
+def test_dry_run_marks_what_is_finished(base_file, tiny_extractor_file, tmp_path, cache, capsys):
+    """After a run, every cell is [done] and nothing is left; a new guidance value leaves exactly its cells:
+    N x steps x 2 (guided) per arm, counted by hand."""
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, metrics=["fid"])
+    out = tmp_path / "out"
+    run_sweep(load_sweep(path), out)
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[done]") == 4 and printed.count("[trained]") == 2
+    assert "left to run in this directory: 0 network evaluations" in printed
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run", "sampling_axes={guidance: [0.0, 1.0, 2.0]}"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[done]") == 4
+    assert f"left to run in this directory: {2 * 6 * 3 * 2} network evaluations" in printed

@@ -43,22 +43,32 @@ def _parse_shard(text):
     return index, count
 
 
+def _done_mark(cell: dict) -> str:
+    done, count = cell.get("done", 0), cell["checkpoints"]
+    return "" if not done else " [done]" if done >= count else f" [{done} of {count} checkpoints done]"
+
+
 def _print_plan(report: dict) -> None:
     for arm in report["arms"]:
         axes = ", ".join(f"{k}={v}" for k, v in arm["axes"].items()) or "base config"
         training = "" if arm["train_images_per_s"] is None else f"training {arm['train_images_per_s']} img/s, "
+        trained = " [trained]" if arm.get("trained") else ""
         print(f"arm {arm['arm']} ({axes}): train {arm['train_steps']} steps, ~{arm['train_minutes']} CPU min "
-              f"({training}forward {arm['forward_images_per_s']} img/s here) -> {arm['run_dir']}")
+              f"({training}forward {arm['forward_images_per_s']} img/s here) -> {arm['run_dir']}{trained}")
         for cell in arm["cells"]:
             s = cell["sampling"]
             interval = s.get("guidance_interval")
             where = f" at {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
             print(f"    cell {s['sampler']} {s['steps']} steps, w={s['guidance']}{where}, spacing {s['spacing']}"
                   f" x {cell['checkpoints']} checkpoint(s): {cell['network_evaluations']:,} network "
-                  f"evaluations, ~{cell['cpu_minutes']} CPU min")
+                  f"evaluations, ~{cell['cpu_minutes']} CPU min{_done_mark(cell)}")
     print(f"total: {len(report['arms'])} arms, {report['total_cells']} cells, "
           f"{report['total_network_evaluations']:,} network evaluations, ~{report['total_cpu_minutes']} CPU min "
           "(sampling and training only; Inception features not counted; rates measured now, low if the CPU is busy)")
+    if report["left_network_evaluations"] != report["total_network_evaluations"] or any(
+            arm.get("trained") for arm in report["arms"]):
+        print(f"left to run in this directory: {report['left_network_evaluations']:,} network evaluations, "
+              f"~{report['left_cpu_minutes']} CPU min")
 
 
 def _run_sweep(args) -> int:
@@ -71,7 +81,7 @@ def _run_sweep(args) -> int:
     if args.dry_run:
         from dreamdata.experiments.cost import estimate_sweep
 
-        _print_plan(estimate_sweep(sweep, resolve_arms(sweep, out)))
+        _print_plan(estimate_sweep(sweep, resolve_arms(sweep, out), out))
         return 0
     summary = run_sweep(sweep, out, shard=shard, only_arms=args.arm)
     print(summary.read_text(), end="")

@@ -12,11 +12,13 @@ own passes are not counted.
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
-from dreamdata.experiments.cells import Arm, resolve_sampling
+from dreamdata.errors import ConfigError
+from dreamdata.experiments.cells import Arm, checkpoint_steps, make_cell, resolve_sampling, select_checkpoints
 from dreamdata.experiments.sweep_config import SweepConfig
 
 __all__ = ["estimate_sweep"]
@@ -83,24 +85,47 @@ def _training_rate(arm: Arm, channels: int, size: int, classes: int, repeats: in
     return batch * repeats / max(seconds, 1e-9)
 
 
-def estimate_sweep(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
+def estimate_sweep(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path] = None) -> dict[str, Any]:
     """Per arm: training images and minutes, checkpoints scored, cells with network evaluations and minutes.
+
+    With ``out_dir`` (the sweep's directory), what is finished there is marked: a trained arm (``trained``)
+    costs no training, a cell counts the checkpoints it has a result for (``done``), and ``left_*`` totals
+    what a re-run would still do.
 
     The networks it builds and times draw from torch's global RNG; it is restored, so a dry run changes
     nothing a later seeded call would see.
     """
     with torch.random.fork_rng(devices=[]):
-        return _estimate(sweep, arms)
+        return _estimate(sweep, arms, out_dir)
 
 
-def _estimate(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
+def _finished_checkpoints(out_dir: Optional[Path], arm: Arm, wanted: list[Any], sampling: dict[str, Any]) -> int:
+    """How many of the cell's checkpoints already have a ``result.json`` in ``out_dir``."""
+    from dreamdata.experiments.runner import ARM_DONE, RESULT_FILE
+
+    if out_dir is None or not (arm.external or (arm.run_dir / ARM_DONE).is_file()):
+        return 0
+    available = checkpoint_steps(arm.run_dir)
+    try:
+        steps = select_checkpoints(wanted, available, arm.name)
+    except ConfigError:
+        return 0
+    return sum((out_dir / "cells" / make_cell(arm.name, step, sampling).key / RESULT_FILE).is_file()
+               for step in steps)
+
+
+def _estimate(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path]) -> dict[str, Any]:
     from dreamdata.process import build_process
     from dreamdata.sampling.from_run import run_distilled_sampler
     from dreamdata.sampling.generate import network_evaluations_per_sample
 
     data_cache: dict = {}
-    report: dict[str, Any] = {"arms": [], "total_network_evaluations": 0, "total_cpu_minutes": 0.0}
+    from dreamdata.experiments.runner import ARM_DONE
+
+    report: dict[str, Any] = {"arms": [], "total_network_evaluations": 0, "total_cpu_minutes": 0.0,
+                              "left_network_evaluations": 0, "left_cpu_minutes": 0.0}
     for arm in arms:
+        trained = out_dir is not None and (arm.external or (arm.run_dir / ARM_DONE).is_file())
         (channels, size, classes, count), rate, _ = _network_and_rate(arm, data_cache)
         tc = arm.config.train
         steps_per_epoch = max(1, -(-count // tc.batch_size))
@@ -127,17 +152,23 @@ def _estimate(sweep: SweepConfig, arms: list[Arm]) -> dict[str, Any]:
             per_sample = network_evaluations_per_sample(process, sampling["steps"], sampling["spacing"], guidance,
                                                         sampling.get("guidance_interval"))  # 2 per guided step
             evaluations = sweep.evaluation.n * per_sample * checkpoints
+            done = min(checkpoints, _finished_checkpoints(out_dir, arm, wanted, sampling))
             cells.append({"sampling": sampling, "checkpoints": checkpoints, "network_evaluations": evaluations,
-                          "cpu_minutes": round(evaluations / rate / 60, 1)})
+                          "cpu_minutes": round(evaluations / rate / 60, 1), "done": done,
+                          "left_network_evaluations": evaluations * (checkpoints - done) // max(1, checkpoints)})
         arm_evaluations = sum(c["network_evaluations"] for c in cells)
         arm_minutes = train_minutes + sum(c["cpu_minutes"] for c in cells)
+        left_evaluations = sum(c["left_network_evaluations"] for c in cells)
         report["arms"].append({
             "arm": arm.name, "axes": arm.axes, "run_dir": str(arm.run_dir), "train_steps": total_steps,
             "train_minutes": round(train_minutes, 1), "forward_images_per_s": round(rate, 1),
             "train_images_per_s": None if train_rate is None else round(train_rate, 1), "cells": cells,
-            "minutes": round(arm_minutes, 1)})
+            "minutes": round(arm_minutes, 1), "trained": trained})
         report["total_network_evaluations"] += arm_evaluations
         report["total_cpu_minutes"] += arm_minutes
+        report["left_network_evaluations"] += left_evaluations
+        report["left_cpu_minutes"] += (0.0 if trained else train_minutes) + left_evaluations / rate / 60
     report["total_cpu_minutes"] = round(report["total_cpu_minutes"], 1)
+    report["left_cpu_minutes"] = round(report["left_cpu_minutes"], 1)
     report["total_cells"] = sum(c["checkpoints"] for a in report["arms"] for c in a["cells"])
     return report
