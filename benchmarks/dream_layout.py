@@ -3,8 +3,9 @@
 Runs ``dreamdata dream`` end to end (worker start-up, chunk writing and assembly included) with each
 layout on a checkpoint of the ``demo`` UNet (1x28x28, 10 classes, the study's generator) after one
 training step on random images: the weights do not change the speed, only the architecture and the
-sampler settings do. Settings default to the Fashion-MNIST study's (DDIM, 25 steps, guidance 1.5), with
-fewer images. Layouts, each run ``--repeats`` times in turn (so slow phases of other load hit all alike):
+sampler settings do. Settings default to the Fashion-MNIST study's former sampler (DDIM, 25 steps,
+guidance 1.5), with fewer images; ``--sampler dpm++2m-sde --steps 10`` measures the few-step one.
+Layouts, each run ``--repeats`` times in turn (so slow phases of other load hit all alike):
 
 * ``1x1``: ``--workers 1`` under ``OMP_NUM_THREADS=1`` (the issue's baseline, one thread);
 * ``1xN``: ``--workers 1`` (one process, torch's default thread count: all cores);
@@ -56,7 +57,7 @@ def dream(run: Path, out: Path, workers: int, threads: int | None, args) -> dict
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     command = [sys.executable, "-m", "dreamdata", "dream", str(run), "--out", str(out), "--device", "cpu",
-               "--per-class", str(args.per_class), "--sampler", "ddim", "--steps", str(args.steps),
+               "--per-class", str(args.per_class), "--sampler", args.sampler, "--steps", str(args.steps),
                "--guidance", str(args.guidance), "--batch", str(args.batch), "--chunk", str(args.chunk),
                "--format", "npz", "--workers", str(workers)]
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -75,6 +76,7 @@ def dream(run: Path, out: Path, workers: int, threads: int | None, args) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument("--sampler", default="ddim", help="any sampler `dream` takes, e.g. dpm++2m-sde")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=1.5)
     parser.add_argument("--batch", type=int, default=100)
@@ -85,8 +87,9 @@ def main() -> None:
 
     n = args.cores
     layouts = {"1x1": (1, 1), f"1x{n}": (1, None), f"{n}x1": (n, None)}
-    print(f"{n} cores, load average {os.getloadavg()[0]:.2f}; {10 * args.per_class} images per run, DDIM "
-          f"{args.steps} steps, guidance {args.guidance}, batch {args.batch}, chunk {args.chunk}", flush=True)
+    print(f"{n} cores, load average {os.getloadavg()[0]:.2f}; {10 * args.per_class} images per run, "
+          f"{args.sampler} {args.steps} steps, guidance {args.guidance}, batch {args.batch}, chunk {args.chunk}",
+          flush=True)
     results: dict[str, list[dict]] = {name: [] for name in layouts}
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
