@@ -116,7 +116,6 @@ class CellScorer:
         """Delete the samples kept for a resume once the cell's result is written (they are N images)."""
         (cell_dir / KEPT_SAMPLES).unlink(missing_ok=True)
 
-
     def score(self, cell: Cell, run_dir: Path, cell_dir: Path) -> dict[str, Any]:
         """Sample the cell, score it, write ``samples.npz`` (the mosaic rows) and any trajectory into
         ``cell_dir``; return the cell's result line (without the timestamp)."""

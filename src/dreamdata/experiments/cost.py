@@ -99,13 +99,11 @@ def estimate_sweep(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path] 
         return _estimate(sweep, arms, out_dir)
 
 
-def _finished_checkpoints(out_dir: Optional[Path], arm: Arm, wanted: list[Any], sampling: dict[str, Any]) -> int:
-    """How many of the cell's checkpoints already have a ``result.json`` in ``out_dir``."""
-    from dreamdata.experiments.runner import ARM_DONE, RESULT_FILE
+def _finished_checkpoints(out_dir: Path, arm: Arm, available: list[int], wanted: list[Any],
+                          sampling: dict[str, Any]) -> int:
+    """How many of the cell's checkpoints (of the trained arm's ``available`` ones) have a ``result.json``."""
+    from dreamdata.experiments.runner import RESULT_FILE
 
-    if out_dir is None or not (arm.external or (arm.run_dir / ARM_DONE).is_file()):
-        return 0
-    available = checkpoint_steps(arm.run_dir)
     try:
         steps = select_checkpoints(wanted, available, arm.name)
     except ConfigError:
@@ -119,13 +117,14 @@ def _estimate(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path]) -> d
     from dreamdata.sampling.from_run import run_distilled_sampler
     from dreamdata.sampling.generate import network_evaluations_per_sample
 
-    data_cache: dict = {}
-    from dreamdata.experiments.runner import ARM_DONE
+    from dreamdata.experiments.runner import arm_trained
 
+    data_cache: dict = {}
     report: dict[str, Any] = {"arms": [], "total_network_evaluations": 0, "total_cpu_minutes": 0.0,
                               "left_network_evaluations": 0, "left_cpu_minutes": 0.0}
     for arm in arms:
-        trained = out_dir is not None and (arm.external or (arm.run_dir / ARM_DONE).is_file())
+        trained = out_dir is not None and arm_trained(arm)
+        available = checkpoint_steps(arm.run_dir) if trained else []  # once per arm, not per cell
         (channels, size, classes, count), rate, _ = _network_and_rate(arm, data_cache)
         tc = arm.config.train
         steps_per_epoch = max(1, -(-count // tc.batch_size))
@@ -152,7 +151,8 @@ def _estimate(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path]) -> d
             per_sample = network_evaluations_per_sample(process, sampling["steps"], sampling["spacing"], guidance,
                                                         sampling.get("guidance_interval"))  # 2 per guided step
             evaluations = sweep.evaluation.n * per_sample * checkpoints
-            done = min(checkpoints, _finished_checkpoints(out_dir, arm, wanted, sampling))
+            done = 0 if not available else min(
+                checkpoints, _finished_checkpoints(out_dir, arm, available, wanted, sampling))
             cells.append({"sampling": sampling, "checkpoints": checkpoints, "network_evaluations": evaluations,
                           "cpu_minutes": round(evaluations / rate / 60, 1), "done": done,
                           "left_network_evaluations": evaluations * (checkpoints - done) // max(1, checkpoints)})

@@ -100,6 +100,11 @@ def check_settings(sweep: SweepConfig, arms: list[Arm], out_dir: Path) -> None:
 # -- training the arms ---------------------------------------------------------------------------------
 
 
+def arm_trained(arm: Arm) -> bool:
+    """Whether the arm needs no training: trained elsewhere, or finished here (its done marker)."""
+    return arm.external or (arm.run_dir / ARM_DONE).is_file()
+
+
 def train_arm(arm: Arm, log: Callable[[str], None]) -> bool:
     """Train (or resume) the arm unless it is finished or another process trains it; True when finished."""
     from dreamdata.experiments.training_stage import train_stage
@@ -202,12 +207,12 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, shard: tuple[int, int] = 
     with _results_lock(out_dir):
         check_settings(sweep, selected, out_dir)
     scorer = CellScorer(sweep, resolve_device(sweep.device))
-    if any(not (arm.external or (arm.run_dir / ARM_DONE).is_file()) for arm in selected):
+    if not all(arm_trained(arm) for arm in selected):
         scorer.check_extractor()  # before hours of training, not after them
     train_all_arms(selected, shard, log, poll_seconds)
     # the other arms take part with what they have: their cells if they were trained in an earlier piece
     chosen = {arm.name for arm in selected}
-    planned = [arm for arm in arms if arm.name in chosen or arm.external or (arm.run_dir / ARM_DONE).is_file()]
+    planned = [arm for arm in arms if arm.name in chosen or arm_trained(arm)]
     cells = plan_cells(sweep, planned)
     run_dirs = {arm.name: arm.run_dir for arm in arms}
     mine = [cell for cell in cells if cell.arm in chosen][index::count]
