@@ -148,13 +148,14 @@ def make_cell(arm: str, checkpoint_step: int, sampling: dict[str, Any]) -> Cell:
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
-    """Training steps of the run's complete checkpoints (weights and training state both present)."""
+    """Training steps of the run's checkpoints that can be sampled: every weights file.
+
+    The ``.state.pt`` beside one is needed to resume training, not to sample, and the sweep scores an arm only
+    once it is trained (or trained elsewhere), so a run that brought back its weights alone (a GPU run's
+    ``*.safetensors``) is scored as it is. A weights file is written atomically, so one that is there is whole.
+    """
     folder = run_dir / "checkpoints"
-    steps = []
-    for weights in sorted(folder.glob("step-*.safetensors")):
-        if weights.with_name(weights.name.replace(".safetensors", ".state.pt")).is_file():
-            steps.append(int(weights.name.split("-")[1].split(".")[0]))
-    return steps
+    return sorted(int(weights.name.split("-")[1].split(".")[0]) for weights in folder.glob("step-*.safetensors"))
 
 
 def select_checkpoints(wanted: list[Any], available: list[int], arm: str) -> list[int]:
