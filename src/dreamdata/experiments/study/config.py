@@ -75,6 +75,7 @@ class StudyDreamConfig:
     batch: int = 250
     chunk: int = 500
     keep_top: float | None = None  # filter by a classifier trained on the K real images (None = no filter)
+    precision: str = "fp32"  # the network's arithmetic while dreaming: fp32, or bf16 autocast (`dream --precision`)
     # CPU worker processes sharing the chunks (`dream --workers`): auto = one per thread of the study's thread
     # budget (num_threads, else all cores), each with one thread; 1 = the study's process with all its threads
     workers: int | str = "auto"
@@ -227,6 +228,8 @@ def validate_study(config: StudyConfig) -> None:
             raise ConfigError(f"config key dream.guidance_interval: {config.dream.guidance_interval} says at which "
                               "noise levels to guide, but dream.guidance is 0 (set it > 0, or the interval to null)")
 
+    if config.dream.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"config key dream.precision: expected fp32 or bf16, got {config.dream.precision!r}")
     _validate_distill(config)
 
     from dreamdata.dream.workers import parse_workers

@@ -115,7 +115,8 @@ def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, 
                      steps=steps, spacing=spacing, guidance=guidance, guidance_interval=interval,
                      seed=d.seed, chunk=d.chunk, channels=int(model.network.in_channels),
                      image_size=int(model.network.image_size), keep_top=d.keep_top,
-                     filter_classifier_sha256=file_sha256(filter_path) if filter_path else None)
+                     filter_classifier_sha256=file_sha256(filter_path) if filter_path else None,
+                     precision=None if d.precision == "fp32" else d.precision)
     classifier = None
     if filter_path is not None:
         from dreamdata.classify.checkpoint import load_classifier
