@@ -61,6 +61,7 @@ def _print_plan(report: dict) -> None:
             s = cell["sampling"]
             interval = s.get("guidance_interval")
             where = f" at {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
+            where += f", {s['precision']} network" if s.get("precision") else ""
             print(f"    cell {s['sampler']} {s['steps']} steps, w={s['guidance']}{where}, spacing {s['spacing']}"
                   f" x {cell['checkpoints']} checkpoint(s): {cell['network_evaluations']:,} network "
                   f"evaluations, ~{cell['cpu_minutes']} CPU min{_done_mark(cell)}")
