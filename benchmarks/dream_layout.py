@@ -4,7 +4,8 @@ Runs ``dreamdata dream`` end to end (worker start-up, chunk writing and assembly
 layout on a checkpoint of the ``demo`` UNet (1x28x28, 10 classes, the study's generator) after one
 training step on random images: the weights do not change the speed, only the architecture and the
 sampler settings do. Settings default to the Fashion-MNIST study's former sampler (DDIM, 25 steps,
-guidance 1.5), with fewer images; ``--sampler dpm++2m-sde --steps 10`` measures the few-step one.
+guidance 1.5), with fewer images; ``--sampler dpm++2m-sde --steps 10`` measures the few-step one,
+``--precision bf16`` the network under bf16 autocast.
 Layouts, each run ``--repeats`` times in turn (so slow phases of other load hit all alike):
 
 * ``1x1``: ``--workers 1`` under ``OMP_NUM_THREADS=1`` (the issue's baseline, one thread);
@@ -59,7 +60,7 @@ def dream(run: Path, out: Path, workers: int, threads: int | None, args) -> dict
     command = [sys.executable, "-m", "dreamdata", "dream", str(run), "--out", str(out), "--device", "cpu",
                "--per-class", str(args.per_class), "--sampler", args.sampler, "--steps", str(args.steps),
                "--guidance", str(args.guidance), "--batch", str(args.batch), "--chunk", str(args.chunk),
-               "--format", "npz", "--workers", str(workers)]
+               "--format", "npz", "--workers", str(workers), "--precision", args.precision]
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -82,13 +83,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--chunk", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the network's arithmetic")
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
 
     n = args.cores
     layouts = {"1x1": (1, 1), f"1x{n}": (1, None), f"{n}x1": (n, None)}
     print(f"{n} cores, load average {os.getloadavg()[0]:.2f}; {10 * args.per_class} images per run, "
-          f"{args.sampler} {args.steps} steps, guidance {args.guidance}, batch {args.batch}, chunk {args.chunk}",
+          f"{args.sampler} {args.steps} steps, guidance {args.guidance}, batch {args.batch}, chunk {args.chunk}, "
+          f"precision {args.precision}",
           flush=True)
     results: dict[str, list[dict]] = {name: [] for name in layouts}
     with tempfile.TemporaryDirectory() as temporary:

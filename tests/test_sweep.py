@@ -387,6 +387,58 @@ def test_dry_run_times_training_with_the_arms_own_optimiser_steps(base_file, tin
         assert arm["train_minutes"] == pytest.approx(round(steps * 0.02 / 60, 1), abs=0.05)
 
 
+def test_an_arm_trained_elsewhere_with_weights_alone_is_scored(base_file, tiny_extractor_file, tmp_path, cache):
+    """A run that brought back only its weights (no ``.state.pt``: it cannot be resumed, it can be sampled) is an
+    arm of another sweep at both of its checkpoints (steps 2 and 4 of a 4-step run saving every 2)."""
+    import shutil
+
+    first = write_sweep(tmp_path, base_file, tiny_extractor_file, metrics=["fid"], train_axes={},
+                        sampling_axes={})
+    run_sweep(load_sweep(first), tmp_path / "trained")
+    (arm_dir,) = (p for p in (tmp_path / "trained" / "arms").iterdir() if p.is_dir())
+    weights_only = tmp_path / "weights-only"
+    shutil.copytree(arm_dir, weights_only)
+    for state in weights_only.glob("checkpoints/*.state.pt"):
+        state.unlink()
+    assert sorted(p.name for p in weights_only.glob("checkpoints/step-*")) == [
+        "step-000000002.safetensors", "step-000000004.safetensors"]
+    second = tmp_path / "second.yaml"
+    second.write_text(first.read_text())
+    tree = yaml.safe_load(second.read_text())
+    tree.update(arms=[{"name": "brought-back", "run": str(weights_only)}], checkpoints=["all"])
+    second.write_text(yaml.safe_dump(tree))
+    run_sweep(load_sweep(second), tmp_path / "scored")
+    assert sorted(r["checkpoint_step"] for r in results_of(tmp_path / "scored")) == [2, 4]
+
+
+def test_dry_run_of_a_trained_arm_times_no_training_and_loads_no_data(base_file, tiny_extractor_file, tmp_path,
+                                                                      cache, monkeypatch, capsys):
+    """Once the arms are trained, a dry run neither times optimiser steps nor loads the dataset (both raise here):
+    the data shape comes from each run's data.json, and the training minutes are the wall-clock time its run
+    logged, the last elapsed_s of metrics.jsonl over 60 - read here from the file, independently."""
+    from dreamdata.experiments import cost
+
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, metrics=["fid"])
+    out = tmp_path / "out"
+    run_sweep(load_sweep(path), out)
+    capsys.readouterr()
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a trained arm's dry run must not time training or load data")
+
+    monkeypatch.setattr(cost, "_training_rate", forbidden)
+    monkeypatch.setattr("dreamdata.data.load_dataset", forbidden)
+    sweep = load_sweep(path)
+    report = cost.estimate_sweep(sweep, resolve_arms(sweep, out), out)
+    for arm in report["arms"]:
+        lines = (Path(arm["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        logged = [json.loads(line)["elapsed_s"] for line in lines if '"elapsed_s"' in line][-1]
+        assert arm["trained"] and arm["train_minutes_logged"] and arm["train_images_per_s"] is None
+        assert arm["train_minutes"] == pytest.approx(round(logged / 60, 1))
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("min as logged") == 2
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "experiments")
                                          .glob("*.yaml")), ids=lambda path: path.name)
 def test_shipped_sweep_configs_resolve(path, tmp_path):

@@ -84,8 +84,9 @@ def sample_inches(figure, axis, size: int) -> float:
 def test_mosaic_grids_unconditional_samples_squarely_and_keeps_one_row_per_class(tmp_path, monkeypatch):
     """8x8 samples, one blank pixel between them. A class-conditional cell (3 classes x 2) keeps one row per class:
     a 3 x 2 grid, canvas (3 * 9, 2 * 9) = (27, 18). Eight unconditional samples were one row of 8 (a 9 x 72
-    strip, ~0.33 inch a sample); now ceil(sqrt(8)) = 3 to a row, rows of 3, 3 and 2: canvas (27, 27), the ninth
-    slot blank. The page keeps the standard two 3.4 x 3.2-inch panels: 2 * 3.4 + 0.6 by 3.2 + 0.4 inches."""
+    strip, ~0.33 inch a sample), then rows of 3, 3 and 2 with a blank slot; now two full rows of 4 (4 is the
+    smallest divisor of 8 that is >= sqrt(8)): canvas (18, 36), no blank slot. The page keeps the standard two
+    3.4 x 3.2-inch panels: 2 * 3.4 + 0.6 by 3.2 + 0.4 inches."""
     rng = np.random.default_rng(0)
     conditional = rng.integers(0, 200, (6, 1, 8, 8), dtype=np.uint8)  # < 255, so a sample never looks blank
     unconditional = rng.integers(0, 200, (8, 1, 8, 8), dtype=np.uint8)
@@ -97,14 +98,25 @@ def test_mosaic_grids_unconditional_samples_squarely_and_keeps_one_row_per_class
     assert by_class.images[0].get_array().shape == (27, 18)
     assert [label.get_text() for label in by_class.get_yticklabels()] == ["a", "b", "c"]
     grid = np.asarray(square.images[0].get_array())
-    assert grid.shape == (27, 27)
-    assert [label.get_text() for label in square.get_yticklabels()] == ["unconditional", "", ""]
-    assert np.array_equal(grid[0:8, 0:8], unconditional[0, 0])  # row 1: samples 0, 1, 2
-    assert np.array_equal(grid[0:8, 18:26], unconditional[2, 0])
-    assert np.array_equal(grid[9:17, 0:8], unconditional[3, 0])  # row 2 starts at sample 3
-    assert np.array_equal(grid[18:26, 9:17], unconditional[7, 0])  # row 3: samples 6, 7 ...
-    assert (grid[18:26, 18:26] == 255).all()  # ... and a blank slot
+    assert grid.shape == (18, 36)
+    assert [label.get_text() for label in square.get_yticklabels()] == ["unconditional", ""]
+    assert np.array_equal(grid[0:8, 0:8], unconditional[0, 0])  # row 1: samples 0 .. 3
+    assert np.array_equal(grid[0:8, 27:35], unconditional[3, 0])
+    assert np.array_equal(grid[9:17, 0:8], unconditional[4, 0])  # row 2 starts at sample 4 ...
+    assert np.array_equal(grid[9:17, 27:35], unconditional[7, 0])  # ... and ends full, at sample 7
     assert sample_inches(figure, square, 8) >= 0.35
+
+
+@pytest.mark.parametrize("count, rows", [(10, [5, 5]), (9, [3, 3, 3]), (12, [4, 4, 4]), (100, [10] * 10),
+                                         (7, [3, 3, 1]), (13, [4, 4, 4, 1]), (2, [2]), (1, [1])])
+def test_unconditional_grid_rows_are_full_unless_the_count_has_no_near_square_divisor(count, rows):
+    """Row lengths by hand: 10 -> 5 + 5 (the cpu-recipe sweep's 10 samples were 4 + 4 + 2, two blank tiles);
+    a prime count past 3 has no divisor between sqrt(N) and 2 ceil(sqrt(N)), so it keeps ceil(sqrt(N)) to a row
+    (7 -> 3 + 3 + 1) rather than one strip of 7."""
+    images = np.zeros((count, 1, 4, 4), dtype=np.uint8)
+    grid, names, unconditional = sweep_figures._mosaic_rows(images, np.full(count, -1), [])
+    assert [len(row) for row in grid] == rows
+    assert unconditional and names == ["unconditional"] + [""] * (len(rows) - 1)
 
 
 def test_mosaic_panel_grows_so_many_unconditional_samples_stay_readable(tmp_path, monkeypatch):

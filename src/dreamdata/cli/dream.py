@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_interval, guidance_scale
+from dreamdata.cli.arguments import (add_precision_argument, check_output_directory, finite_float, guidance_interval,
+                                     guidance_scale)
 from dreamdata.errors import DreamdataError
 
 
@@ -41,6 +42,7 @@ def add_dream(subparsers) -> None:
                         help="sampling steps (default 50, a distilled run's own; not for a GAN run)")
     parser.add_argument("--spacing", default=None, help="timestep spacing (default linspace; a distilled run's own)")
     parser.add_argument("--seed", type=int, default=0)
+    add_precision_argument(parser, "the manifest")
     parser.add_argument("--batch", type=int, default=100, help="images per sampler call (default 100)")
     parser.add_argument("--chunk", type=int, default=500, help="images per chunk file, the unit of resuming "
                                                                "and of sharding (default 500)")
@@ -77,7 +79,8 @@ def build_spec(args, model, classes: list[int]):
         guidance_interval=None if args.guidance_interval is None else [float(v) for v in args.guidance_interval],
         seed=args.seed, chunk=args.chunk, channels=int(model.network.in_channels),
         image_size=int(model.network.image_size), keep_top=args.keep_top,
-        filter_classifier_sha256=file_sha256(args.filter_classifier) if args.filter_classifier else None)
+        filter_classifier_sha256=file_sha256(args.filter_classifier) if args.filter_classifier else None,
+        precision=None if args.precision == "fp32" else args.precision)
 
 
 def _throughput(result) -> str:

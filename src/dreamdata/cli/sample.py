@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from dreamdata.cli.arguments import check_output_directory, finite_float, guidance_interval, guidance_scale
+from dreamdata.cli.arguments import (add_precision_argument, check_output_directory, finite_float, guidance_interval,
+                                     guidance_scale)
 from dreamdata.cli.arguments import non_negative_float
 from dreamdata.cli.arguments import check_positive
 from dreamdata.errors import DreamdataError
@@ -42,6 +43,7 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
     parser.add_argument("--x0-clip", default="static", help="x0 clipping: none, static, dynamic (default static)")
     parser.add_argument("--seed", type=int, default=0)
+    add_precision_argument(parser, "sample.json")
     parser.add_argument("--batch", type=int, default=64,
                         help="samples per sampling batch (default 64; does not change the images)")
     parser.add_argument("--device", default="auto")
@@ -74,6 +76,7 @@ def _sample_out_dir(args, model, timesteps, classes: list[int], conditional: boo
     name += "" if args.eta is None else f"-eta{args.eta:g}"
     name += "" if args.start_noise is None else f"-noise{args.start_noise:g}"
     name += "" if args.x0_clip == "static" else f"-clip{args.x0_clip}"
+    name += "" if args.precision == "fp32" else f"-{args.precision}"
     name += "-raw" if args.no_ema else ""
     if conditional and len(classes) < len(model.class_names):
         name += "-classes" + "_".join(str(c) for c in classes)
@@ -195,7 +198,7 @@ def _run_sample(args) -> int:
                       guidance_interval=args.guidance_interval,
                       batch_size=args.batch, device=device, x0_clip=args.x0_clip, progress=True,
                       indices=indices, on_step=recorder, start=start, source=model_source(model),
-                      **({} if args.eta is None else {"eta": args.eta}))
+                      precision=args.precision, **({} if args.eta is None else {"eta": args.eta}))
     names = [model.class_names[c] for c in classes] if conditional else ["unconditional"]
     if grid_only:  # the command's original form: just the grid, at the given path
         write_png(uint8_grid(images, nrow=args.n), out_dir)
@@ -219,7 +222,7 @@ def _run_sample(args) -> int:
         "command": "sample", "run": str(model.checkpoint.parent.parent), "checkpoint": str(model.checkpoint),
         "step": model.step, "weights": "raw" if args.no_ema else "ema", "sampler": args.sampler,
         "steps": timesteps.numel(), "spacing": args.spacing, "timesteps": timesteps.tolist(), "eta": args.eta,
-        "x0_clip": args.x0_clip, "guidance": args.guidance,
+        "x0_clip": args.x0_clip, "precision": args.precision, "guidance": args.guidance,
         "guidance_interval": None if args.guidance_interval is None else list(args.guidance_interval),
         "network_evaluations_per_sample": network_evaluations_per_sample(
             process, timesteps.numel(), args.spacing, args.guidance if conditional else 0.0, args.guidance_interval),

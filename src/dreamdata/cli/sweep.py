@@ -53,12 +53,15 @@ def _print_plan(report: dict) -> None:
         axes = ", ".join(f"{k}={v}" for k, v in arm["axes"].items()) or "base config"
         training = "" if arm["train_images_per_s"] is None else f"training {arm['train_images_per_s']} img/s, "
         trained = " [trained]" if arm.get("trained") else ""
-        print(f"arm {arm['arm']} ({axes}): train {arm['train_steps']} steps, ~{arm['train_minutes']} CPU min "
+        minutes = (f"{arm['train_minutes']} min as logged" if arm.get("train_minutes_logged")
+                   else f"~{arm['train_minutes']} CPU min")
+        print(f"arm {arm['arm']} ({axes}): train {arm['train_steps']} steps, {minutes} "
               f"({training}forward {arm['forward_images_per_s']} img/s here) -> {arm['run_dir']}{trained}")
         for cell in arm["cells"]:
             s = cell["sampling"]
             interval = s.get("guidance_interval")
             where = f" at {interval[0]:g} < sigma <= {interval[1]:g}" if interval else ""
+            where += f", {s['precision']} network" if s.get("precision") else ""
             print(f"    cell {s['sampler']} {s['steps']} steps, w={s['guidance']}{where}, spacing {s['spacing']}"
                   f" x {cell['checkpoints']} checkpoint(s): {cell['network_evaluations']:,} network "
                   f"evaluations, ~{cell['cpu_minutes']} CPU min{_done_mark(cell)}")

@@ -63,6 +63,9 @@ class DreamSpec:
     # Manifests from before the option have no such key, which compares equal to None, so they still resume.
     guidance_interval: list[float] | None = None
     keep_top: float | None = None  # keep this fraction per class, by the filter classifier's confidence
+    # the network's arithmetic (dreamdata.sampling.precision): "bf16", or None = fp32. None rather than "fp32"
+    # so that manifests from before the option (no such key) still resume
+    precision: str | None = None
     filter_classifier_sha256: str | None = None
     sample_index: str = field(default="k * num_classes + class (k = position within the class)")
 

@@ -122,7 +122,8 @@ def dream_chunks(model, spec: DreamSpec, out_dir: Path, chunks: Sequence[int], b
                           sampler=spec.sampler, steps=spec.steps, spacing=spec.spacing,
                           guidance_scale=spec.guidance, guidance_interval=spec.guidance_interval,
                           batch_size=batch_size, device=device, progress=progress,
-                          indices=indices[rows], source=model_source(model), **sampler_options)
+                          indices=indices[rows], source=model_source(model), precision=spec.precision or "fp32",
+                          **sampler_options)
         pixels = to_uint8(images).permute(0, 2, 3, 1).contiguous().numpy()
         _save_npz(path, images=pixels, labels=labels[rows].numpy(), positions=positions[rows].numpy(),
                   indices=indices[rows].numpy(), seconds=np.float64(time.perf_counter() - started))

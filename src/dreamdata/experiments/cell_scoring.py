@@ -155,7 +155,8 @@ class CellScorer:
             images = generate(network, process, labels, e.n, e.seed, sampler=s["sampler"], steps=int(s["steps"]),
                               spacing=s["spacing"], guidance_scale=guidance,
                               guidance_interval=s.get("guidance_interval"), batch_size=e.batch, device=self.device,
-                              x0_clip=s["x0_clip"], progress=True, on_step=recorder, start=start, **options)
+                              x0_clip=s["x0_clip"], progress=True, on_step=recorder, start=start,
+                              precision=s.get("precision", "fp32"), **options)
             sampling_seconds = time.perf_counter() - started
             pixels = to_uint8(images)
         # two evaluations per guided step (the doubled batch), one per other step

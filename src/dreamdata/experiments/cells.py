@@ -92,7 +92,7 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
 
     ``guidance_interval`` is kept (as ``[lo, hi]`` floats) only where it changes the samples - a guided
     Gaussian cell; otherwise it is dropped, so a cell without one has exactly the settings, the key and
-    the result line it had before the key existed. A blur arm, whose process has no noise levels σ, is
+    the result line it had before the key existed. ``precision`` likewise only when it is not ``fp32``. A blur arm, whose process has no noise levels σ, is
     refused an interval (give a per-process value such as ``{gaussian: [0.28, 5.42], blur: null}``).
 
     A progressively distilled arm (``distilled``: the record of its newest checkpoint, see
@@ -110,6 +110,8 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
             value = value[process_kind]
         resolved[key] = value
     interval = resolved.pop("guidance_interval", None)
+    if resolved.get("precision") == "fp32":  # the default is left out: a cell has the settings and key it had
+        resolved.pop("precision")           # before the option existed
     if is_gan(process):
         resolved.update(sampler="gan", steps=1, guidance=0.0)
         return resolved
@@ -137,6 +139,8 @@ def cell_slug(sampling: dict[str, Any]) -> str:
     slug = f"{sampling['sampler']}-{sampling['steps']}steps-w{float(sampling['guidance']):g}"
     if sampling.get("guidance_interval") is not None:
         slug += "-gi{:g}-{:g}".format(*sampling["guidance_interval"])
+    if sampling.get("precision", "fp32") != "fp32":
+        slug += f"-{sampling['precision']}"
     for key in ("spacing", "eta", "x0_clip", "start_noise"):
         if sampling.get(key) != SAMPLING_DEFAULTS[key]:
             slug += f"-{key.replace('_', '')}{sampling[key]}"
@@ -148,13 +152,14 @@ def make_cell(arm: str, checkpoint_step: int, sampling: dict[str, Any]) -> Cell:
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
-    """Training steps of the run's complete checkpoints (weights and training state both present)."""
+    """Training steps of the run's checkpoints that can be sampled: every weights file.
+
+    The ``.state.pt`` beside one is needed to resume training, not to sample, and the sweep scores an arm only
+    once it is trained (or trained elsewhere), so a run that brought back its weights alone (a GPU run's
+    ``*.safetensors``) is scored as it is. A weights file is written atomically, so one that is there is whole.
+    """
     folder = run_dir / "checkpoints"
-    steps = []
-    for weights in sorted(folder.glob("step-*.safetensors")):
-        if weights.with_name(weights.name.replace(".safetensors", ".state.pt")).is_file():
-            steps.append(int(weights.name.split("-")[1].split(".")[0]))
-    return steps
+    return sorted(int(weights.name.split("-")[1].split(".")[0]) for weights in folder.glob("step-*.safetensors"))
 
 
 def select_checkpoints(wanted: list[Any], available: list[int], arm: str) -> list[int]:

@@ -5,7 +5,8 @@ conditional and the unconditional half) and turned into CPU minutes at rates mea
 timed forward passes of each arm's network on a batch for sampling, and a few timed optimiser steps of the
 arm's own training objective (its batch size, loss, EMA; for a GAN the discriminator and generator steps
 with DiffAugment) for training. Both are measured on the spot, so they read low when the CPU is busy with
-another job. ``torch.compile`` is not timed (its first steps compile). Inception features and the metrics'
+another job. An arm already trained in the sweep's directory is not timed for training: its minutes are the
+wall-clock time its run logged, and its data shape comes from its ``data.json``. ``torch.compile`` is not timed (its first steps compile). Inception features and the metrics'
 own passes are not counted.
 """
 
@@ -24,16 +25,26 @@ from dreamdata.experiments.sweep_config import SweepConfig
 __all__ = ["estimate_sweep"]
 
 
-def _network_and_rate(arm: Arm, data_cache: dict, batch: int = 32, repeats: int = 2) -> tuple[Any, float, int]:
-    """The arm's data (channels, size, classes, train size) and its network's forward rate in images/s."""
+def _data_shape(arm: Arm, data_cache: dict, trained: bool) -> tuple[int, int, int, int]:
+    """The arm's data as (channels, size, classes, train size): from the run's ``data.json`` when it is trained
+    (a trained arm's dry run loads no dataset), else from the dataset itself (once per distinct data config)."""
     from dreamdata.data import load_dataset
-    from dreamdata.training.objectives import build_networks
+    from dreamdata.training.run_dir import DATA_FILE, read_data_info
 
+    if trained and (arm.run_dir / DATA_FILE).is_file():
+        info = read_data_info(arm.run_dir)
+        return int(info["channels"]), int(info["image_size"]), len(info["class_names"]), int(info["num_train"])
     key = repr(arm.config.data)
     if key not in data_cache:
         data = load_dataset(arm.config.data, "train")
         data_cache[key] = (int(data.images.shape[1]), int(data.images.shape[-1]), len(data.class_names), len(data))
-    channels, size, classes, count = data_cache[key]
+    return data_cache[key]
+
+
+def _forward_rate(arm: Arm, channels: int, size: int, classes: int, batch: int = 32, repeats: int = 2) -> float:
+    """The arm's network's forward rate in images/s: a few timed passes on a batch of noise."""
+    from dreamdata.training.objectives import build_networks
+
     network = build_networks(arm.config, channels, size, classes if arm.config.model.class_conditional else 0)
     network.eval()
     y = torch.zeros(batch, dtype=torch.long) if arm.config.model.class_conditional else None
@@ -54,7 +65,15 @@ def _network_and_rate(arm: Arm, data_cache: dict, batch: int = 32, repeats: int 
         for _ in range(repeats):
             forward()
         seconds = time.perf_counter() - started
-    return data_cache[key], batch * repeats / max(seconds, 1e-9), count
+    return batch * repeats / max(seconds, 1e-9)
+
+
+def _minutes_trained(arm: Arm) -> Optional[float]:
+    """Wall-clock minutes the trained arm's run logged (its last ``elapsed_s``), or None if it logged none."""
+    from dreamdata.training.run_dir import read_metrics
+
+    elapsed = [r["elapsed_s"] for r in read_metrics(arm.run_dir) if r.get("elapsed_s") is not None]
+    return elapsed[-1] / 60 if elapsed else None
 
 
 def _training_rate(arm: Arm, channels: int, size: int, classes: int, repeats: int = 2) -> float:
@@ -125,13 +144,16 @@ def _estimate(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path]) -> d
     for arm in arms:
         trained = out_dir is not None and arm_trained(arm)
         available = checkpoint_steps(arm.run_dir) if trained else []  # once per arm, not per cell
-        (channels, size, classes, count), rate, _ = _network_and_rate(arm, data_cache)
+        channels, size, classes, count = _data_shape(arm, data_cache, trained)
+        rate = _forward_rate(arm, channels, size, classes)
         tc = arm.config.train
         steps_per_epoch = max(1, -(-count // tc.batch_size))
         total_steps = tc.steps if tc.steps is not None else (
             round(tc.epochs * steps_per_epoch) if tc.epochs is not None else None)
-        train_rate = None if arm.external or total_steps is None else _training_rate(arm, channels, size, classes)
-        train_minutes = 0.0 if arm.external else (
+        spent = _minutes_trained(arm) if trained and not arm.external else None
+        train_rate = None if arm.external or total_steps is None or spent is not None else _training_rate(
+            arm, channels, size, classes)  # a trained arm's minutes are the ones its run logged, not timed again
+        train_minutes = 0.0 if arm.external else spent if spent is not None else (
             tc.minutes if total_steps is None else total_steps * tc.batch_size / train_rate / 60)
         process = build_process(arm.config.process)
         conditional = arm.config.model.class_conditional
@@ -163,7 +185,7 @@ def _estimate(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path]) -> d
             "arm": arm.name, "axes": arm.axes, "run_dir": str(arm.run_dir), "train_steps": total_steps,
             "train_minutes": round(train_minutes, 1), "forward_images_per_s": round(rate, 1),
             "train_images_per_s": None if train_rate is None else round(train_rate, 1), "cells": cells,
-            "minutes": round(arm_minutes, 1), "trained": trained})
+            "minutes": round(arm_minutes, 1), "trained": trained, "train_minutes_logged": spent is not None})
         report["total_network_evaluations"] += arm_evaluations
         report["total_cpu_minutes"] += arm_minutes
         report["left_network_evaluations"] += left_evaluations

@@ -147,14 +147,24 @@ def _mosaic_rows(images: np.ndarray, labels: np.ndarray, class_names: list[str]
                 ) -> tuple[list[np.ndarray], list[str], bool]:
     """A cell's panel as rows of samples, their labels, and whether it is unconditional.
 
-    Class-conditional samples: one row per class. Unconditional samples: a near-square grid,
-    ``ceil(sqrt(N))`` per row, so that a few samples are not one thin strip across the panel.
+    Class-conditional samples: one row per class. Unconditional samples: a near-square grid, so that a few samples
+    are not one thin strip across the panel: :func:`_grid_width` per row.
     """
     if class_names and labels.min() >= 0:
         return [images[labels == c] for c in range(len(class_names))], list(class_names), False
-    per_row = max(1, math.ceil(math.sqrt(len(images))))
+    per_row = _grid_width(len(images))
     rows = [images[i:i + per_row] for i in range(0, len(images), per_row)]
     return rows, ["unconditional"] + [""] * (len(rows) - 1), True
+
+
+def _grid_width(count: int) -> int:
+    """Samples per row of an unconditional grid of ``count``: the smallest divisor of ``count`` that is at least
+    sqrt(count), so every row is full (10 samples: 5 x 2, not 4 + 4 + 2 with two blank tiles), unless that grid
+    would be more than twice as wide as ``ceil(sqrt(count))`` (a prime count: 7 is not one strip of 7) - then
+    ``ceil(sqrt(count))`` to a row and a short last row."""
+    square = max(1, math.ceil(math.sqrt(count)))
+    full_rows = [width for width in range(math.isqrt(max(count - 1, 0)) + 1, 2 * square + 1) if count % width == 0]
+    return full_rows[0] if full_rows else square
 
 
 def _mosaic_panel_inches(panels: list[tuple[list[np.ndarray], bool]]) -> tuple[float, float]:

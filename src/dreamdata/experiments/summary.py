@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from dreamdata.atomic import write_text_atomic
+from dreamdata.experiments.sweep_config import SAMPLING_DEFAULTS
 
 __all__ = ["cold_study_table", "default_table", "write_summary"]
 
@@ -64,7 +65,8 @@ def default_table(results: list[dict[str, Any]]) -> str:
     rows = []
     for r in results:
         m = r["metrics"]
-        row = [r["arm"], f"{r['checkpoint_step']:,}", *(str(r["sampling"].get(key)) for key in shown)]
+        row = [r["arm"], f"{r['checkpoint_step']:,}",  # a key left out of a cell is at its default (fp32...)
+               *(str(r["sampling"].get(key, SAMPLING_DEFAULTS.get(key))) for key in shown)]
         for key, _, digits in scalars:
             value = m.get(key)
             text = _number(value, digits)

@@ -64,6 +64,7 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
     "eta": None,  # DDIM's eta (ddim only)
     "x0_clip": "static",
     "start_noise": None,  # blur runs: start noise std (None = the run's own)
+    "precision": "fp32",  # the network's arithmetic while sampling: fp32 or bf16 (dreamdata.sampling.precision)
 }
 TOP_KEYS = ("name", "base", "overrides", "train_axes", "arms", "sampling", "sampling_axes", "cells",
             "checkpoints", "metrics", "evaluation", "figures", "table", "device", "num_threads")
@@ -200,6 +201,8 @@ def _check_sampling(origin: str, settings: dict[str, Any]) -> dict[str, Any]:
                     check_guidance_interval(option, "guidance_interval")
                 except ValueError as error:
                     raise ConfigError(f"{origin}: {error}") from None
+            if key == "precision" and option not in ("fp32", "bf16"):
+                raise ConfigError(f"{origin}: precision {option!r}: expected fp32 or bf16")
             if key == "steps" and option is not None and not (isinstance(option, int) and option >= 1):
                 raise ConfigError(f"{origin}: steps {option!r}: expected a positive integer or null (every step)")
     resolved = {**SAMPLING_DEFAULTS, **settings}

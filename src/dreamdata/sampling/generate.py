@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from dreamdata.errors import DreamdataError
 from dreamdata.process.rng import START_STREAM, PerSampleGenerator, per_sample_noise
 from dreamdata.sampling.guidance import check_guidance_interval, step_guidance_scales
+from dreamdata.sampling.precision import in_precision
 from dreamdata.sampling.registry import get_sampler
 from dreamdata.sampling.timesteps import timestep_sequence
 
@@ -129,7 +130,7 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
              progress: bool = True, start_index: int = 0, indices: Optional[Sequence[int] | torch.Tensor] = None,
              on_step: Optional[StepHook] = None, start: Optional[StartSampler] = None,
              source: Optional[str] = None, guidance_interval: Optional[Sequence[float]] = None,
-             **sampler_options) -> torch.Tensor:
+             precision: str = "fp32", **sampler_options) -> torch.Tensor:
     """Draw ``count`` samples; returns a float32 CPU tensor ``[count, C, H, W]`` clamped to ``[-1, 1]``.
 
     A batch with NaN or inf raises :class:`NonFiniteSamplesError` naming ``source`` (e.g.
@@ -164,6 +165,8 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
             ``σ_t = sqrt((1 - ᾱ_t) / ᾱ_t)`` lies in ``σ_lo < σ_t ≤ σ_hi`` (Kynkäänniemi et al. 2024; the
             other steps take one conditional pass); ``None`` = every step (see
             :mod:`~dreamdata.sampling.guidance`). Gaussian samplers only.
+        precision: ``fp32``, or ``bf16``: the network's evaluations under bf16 autocast, its outputs and the
+            sampler's arithmetic in float32 (see :mod:`~dreamdata.sampling.precision`).
         **sampler_options: passed to the sampler (e.g. ``eta`` for DDIM).
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
@@ -189,6 +192,7 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
         raise ValueError(f"guidance_scale={guidance_scale} needs class_labels (classifier-free guidance "
                          "mixes the conditional and unconditional outputs)")
     guidance_interval = check_guidance_interval(guidance_interval)
+    evaluated = in_precision(network, precision)  # what the sampler calls; ``network`` itself for fp32
     sample_fn = get_sampler(sampler, process)
     device = torch.device(device) if device is not None else _network_device(network)
     timesteps = sampling_timesteps(process, steps, spacing).to(device)
@@ -216,7 +220,7 @@ def generate(network, process, class_labels: Optional[torch.Tensor], count: int,
             if on_step is not None:
                 def callback(i, t, x_t, x0_hat, _indices=batch_indices):
                     on_step(_indices, i, t, x_t, x0_hat)
-            images = sample_fn(network, process, noise, timesteps, class_labels=labels,
+            images = sample_fn(evaluated, process, noise, timesteps, class_labels=labels,
                                guidance_scale=guidance_scale, generator=generator, x0_clip=x0_clip,
                                progress=False, callback=callback, guidance_interval=guidance_interval,
                                **sampler_options)

@@ -82,7 +82,12 @@ def describe_rules(config: StudyConfig) -> list[str]:
     dream = (f"dreamed per class = {cap}ceil({_number(d.per_class_multiple)} x real images per class))"
              if d.per_class_multiple is not None else "dreamed per class: the list dream.per_class")
     unit = "steps" if c.generator.steps is not None else "minutes"
-    return [classifier, dream, f"generator: the list generator.{unit}"]
+    lines = [classifier, dream, f"generator: the list generator.{unit}"]
+    if c.distill.from_steps is not None:
+        lines.append(f"dreamed by a {d.steps}-step DDIM student progressively distilled from the generator's "
+                     f"{c.distill.from_steps}-step DDIM ({c.distill.steps_per_round} updates per halving, guidance "
+                     f"w = {_number(d.guidance)} baked in)")
+    return lines
 
 
 def resolve_budgets(config: StudyConfig, counts: list[RealCount] | None) -> tuple[StudyConfig, dict]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import yaml
@@ -74,9 +75,26 @@ class StudyDreamConfig:
     batch: int = 250
     chunk: int = 500
     keep_top: float | None = None  # filter by a classifier trained on the K real images (None = no filter)
+    precision: str = "fp32"  # the network's arithmetic while dreaming: fp32, or bf16 autocast (`dream --precision`)
     # CPU worker processes sharing the chunks (`dream --workers`): auto = one per thread of the study's thread
     # budget (num_threads, else all cores), each with one thread; 1 = the study's process with all its threads
     workers: int | str = "auto"
+
+
+@dataclass
+class StudyDistillConfig:
+    """Progressive distillation of each K's generator before it dreams (``dreamdata distill``, issue #19 item 3).
+
+    Off while ``from_steps`` is null. On, the generator's ``from_steps``-step DDIM is halved round by round down
+    to ``dream.steps`` (so ``dream.sampler`` must be ``ddim`` and ``dream.steps`` ``from_steps`` halved one or
+    more times), with ``dream.guidance`` baked into the student, and the study dreams with the student:
+    ``K*/distilled/`` is its run directory. The distillation's batch, lr and checkpoint interval are the
+    generator's (``dreamdata distill``'s defaults).
+    """
+
+    from_steps: int | None = None  # the teacher's DDIM steps, e.g. 64 (null = no distillation)
+    steps_per_round: int = 1000  # student updates per halving
+    seed: int = 0
 
 
 @dataclass
@@ -88,6 +106,7 @@ class StudyConfig:
     real: StudyRealConfig = field(default_factory=StudyRealConfig)
     generator: StudyGeneratorConfig = field(default_factory=StudyGeneratorConfig)
     dream: StudyDreamConfig = field(default_factory=StudyDreamConfig)
+    distill: StudyDistillConfig = field(default_factory=StudyDistillConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Classifier optimiser steps per K, identical for every arm: an explicit list (one per K), or the rule
     # max(classifier_min_steps, ceil(classifier_epochs x real images / batch_size)), counted on the K real
@@ -209,11 +228,39 @@ def validate_study(config: StudyConfig) -> None:
             raise ConfigError(f"config key dream.guidance_interval: {config.dream.guidance_interval} says at which "
                               "noise levels to guide, but dream.guidance is 0 (set it > 0, or the interval to null)")
 
+    if config.dream.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"config key dream.precision: expected fp32 or bf16, got {config.dream.precision!r}")
+    _validate_distill(config)
+
     from dreamdata.dream.workers import parse_workers
 
     parse_workers(config.dream.workers, "config key dream.workers")
     if config.dream.keep_top is not None and not 0 < config.dream.keep_top <= 1:
         raise ConfigError(f"config key dream.keep_top: expected 0 < fraction <= 1, got {config.dream.keep_top}")
+
+
+def _validate_distill(config: StudyConfig) -> None:
+    """With distillation on, the dream settings must be ones a progressively distilled student can sample."""
+    distill, dream = config.distill, config.dream
+    if distill.from_steps is None:
+        return
+    if distill.from_steps < 2:
+        raise ConfigError(f"config key distill.from_steps: expected the teacher's DDIM steps, >= 2 (or null = no "
+                          f"distillation), got {distill.from_steps}")
+    if distill.steps_per_round < 1:
+        raise ConfigError(f"config key distill.steps_per_round: expected a positive integer, got "
+                          f"{distill.steps_per_round}")
+    if dream.sampler != "ddim":
+        raise ConfigError(f"config key dream.sampler: {dream.sampler!r}, but distill.from_steps is set: a distilled "
+                          "student samples with the DDIM it was distilled for (set dream.sampler: ddim)")
+    halvings = distill.from_steps / dream.steps
+    if dream.steps >= distill.from_steps or halvings != 2 ** round(math.log2(halvings)):
+        raise ConfigError(f"config key dream.steps: {dream.steps}, but distillation halves distill.from_steps = "
+                          f"{distill.from_steps} round by round, so dream.steps must be {distill.from_steps} / 2, "
+                          f"/ 4, ... (e.g. {max(1, distill.from_steps // 16)})")
+    if dream.guidance_interval is not None:
+        raise ConfigError(f"config key dream.guidance_interval: {dream.guidance_interval}, but distill.from_steps "
+                          "is set: the student has dream.guidance baked in at every step (set the interval to null)")
 
 
 def load_study_config(path: str, overrides: list[str] = ()) -> StudyConfig:

@@ -5,13 +5,16 @@ Layout of the study directory (``runs_dir/name``)::
     study.yaml                 the resolved StudyConfig (budgets as lists; its header says how they were found)
     budgets.json               each K's budgets and the rule or list each came from, written before anything runs
     K50/generator/             a `dreamdata train` run on the K = 50 real images per class
+    K50/distilled/             (only with distill.from_steps) a `dreamdata distill` run of it: the few-step
+                               student the study then dreams with
     K50/synthetic/             a `dreamdata dream` dataset from it (manifest.json, <class>/, dataset.npz)
     K50/filter-classifier.safetensors   (only with dream.keep_top)
     K50/augment/               the `dreamdata augment` study (results.jsonl, summary.*, confusion-*.png)
     K50/timings.json
     summary.md, summary.json, accuracy-vs-k.png   across all K
 
-Every stage resumes: the generator run continues from its latest checkpoint, dreaming from its chunks,
+Every stage resumes: the generator run continues from its latest checkpoint, the distillation from its
+latest checkpoint, dreaming from its chunks,
 augmenting from ``results.jsonl``. A stage that is complete is skipped, so re-running the command after
 an interruption finishes the study. Re-running with a different config into the same directory is an
 error (pass another ``name``); configs are compared with their budgets resolved, so a rule that gives the
@@ -67,6 +70,23 @@ def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callab
                           f"{run_dir.name}.training.lock is held); wait for it, or stop it")
 
 
+def _distill(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path,
+             log: Callable[[str], None]) -> None:
+    """Progressively distil the K's generator into the ``dream.steps``-step student the study dreams with
+    (continuing a distillation already in ``out_dir``; a finished one is only checked)."""
+    from dreamdata.distill.plan import DistillOptions
+    from dreamdata.distill.run import distill_run
+
+    s, d = config.distill, config.dream
+    log(f"study K={k_label(config.real.per_class[index])}: distilling the generator's {s.from_steps}-step DDIM "
+        f"into {d.steps} steps ({s.steps_per_round} updates per halving, guidance w = {d.guidance:g} baked in)")
+    options = DistillOptions(from_steps=s.from_steps, to_steps=d.steps, steps_per_round=s.steps_per_round,
+                             guidance=d.guidance, seed=s.seed)
+    result = distill_run(generator_dir, options, out=out_dir, device=config.device, progress=False)
+    if not result.complete:
+        raise DreamdataError(f"{out_dir}: the distillation stopped at update {result.step}; re-run to continue")
+
+
 def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, device: torch.device,
            filter_path: Path | None) -> dict:
     from dreamdata.dream.manifest import DreamSpec, file_sha256
@@ -74,21 +94,29 @@ def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, 
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.training.pretrained import load_trained
 
-    from dreamdata.sampling.from_run import is_gan
+    from dreamdata.sampling.from_run import distilled_sampling, is_gan
 
     d = config.dream
     model = load_trained(generator_dir, device=device)
-    # a GAN generator (generator.config: gan) dreams in one pass: the diffusion sampler settings do not apply
-    sampler, steps, guidance, interval = (("gan", 1, 0.0, None) if is_gan(model.process) else
-                                          (d.sampler, min(d.steps, model.process.num_steps), d.guidance,
-                                           d.guidance_interval))
+    # a GAN generator (generator.config: gan) dreams in one pass: the diffusion sampler settings do not apply;
+    # a distilled student (distill.from_steps) with the DDIM it was distilled for, its guidance baked in
+    if is_gan(model.process):
+        sampler, steps, spacing, guidance, interval = "gan", 1, "linspace", 0.0, None
+    elif model.distilled is not None:
+        sampler, steps, spacing = distilled_sampling(model.distilled, d.sampler, d.steps, None,
+                                                     where=f"{generator_dir}: ")
+        guidance, interval = 0.0, None
+    else:
+        sampler, steps, spacing = d.sampler, min(d.steps, model.process.num_steps), "linspace"
+        guidance, interval = d.guidance, d.guidance_interval
     spec = DreamSpec(checkpoint_sha256=file_sha256(model.checkpoint), checkpoint=str(model.checkpoint),
                      step=model.step, weights="ema", class_names=list(model.class_names),
                      classes=list(range(len(model.class_names))), per_class=d.per_class[index], sampler=sampler,
-                     steps=steps, spacing="linspace", guidance=guidance, guidance_interval=interval,
+                     steps=steps, spacing=spacing, guidance=guidance, guidance_interval=interval,
                      seed=d.seed, chunk=d.chunk, channels=int(model.network.in_channels),
                      image_size=int(model.network.image_size), keep_top=d.keep_top,
-                     filter_classifier_sha256=file_sha256(filter_path) if filter_path else None)
+                     filter_classifier_sha256=file_sha256(filter_path) if filter_path else None,
+                     precision=None if d.precision == "fp32" else d.precision)
     classifier = None
     if filter_path is not None:
         from dreamdata.classify.checkpoint import load_classifier
@@ -181,6 +209,12 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         started = time.perf_counter()
         _train_generator(config, index, k_dir / "generator", log)
         timings["generator_s"] = round(time.perf_counter() - started, 1)
+        dreamer = k_dir / "generator"
+        if config.distill.from_steps is not None:
+            started = time.perf_counter()
+            dreamer = k_dir / "distilled"
+            _distill(config, index, k_dir / "generator", dreamer, log)
+            timings["distill_s"] = round(time.perf_counter() - started, 1)
 
         filter_path = None
         if config.dream.keep_top is not None:
@@ -188,14 +222,14 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         started = time.perf_counter()
         log(f"study K={k_label(k)}: dreaming {config.dream.per_class[index]} images per class "
             f"({record['per_k'][k_label(k)]['dream_per_class_from']})")
-        manifest = _dream(config, index, k_dir / "generator", k_dir / "synthetic", device, filter_path)
+        manifest = _dream(config, index, dreamer, k_dir / "synthetic", device, filter_path)
         dreaming = manifest.get("dreaming") or {}
         if dreaming.get("images"):
             log(f"study K={k_label(k)}: dreamed {dreaming['images']} images at {dreaming['images_per_second']:.2f} "
                 f"images/s ({dreaming['layout']})")
         timings["dream_s"] = round(time.perf_counter() - started, 1)
 
-        expected = file_sha256(ckpt.latest_checkpoint(k_dir / "generator"))
+        expected = file_sha256(ckpt.latest_checkpoint(dreamer))
         synthetic, _ = load_synthetic(k_dir / "synthetic", real, expected)
         augment_config = replace(config.augment, classifier=replace(
             config.augment.classifier, steps=config.classifier_steps[index], hflip=study_hflip(config)))

@@ -45,12 +45,13 @@ def study_markdown(config: StudyConfig, per_k: dict, record: dict | None = None)
             cells.append(f"{_pct(c['mean_difference'])} [{_pct(c['ci_low'])}, {_pct(c['ci_high'])}], "
                          f"p={c['p_value']:.3g}")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines += ["", "| K / class | real images | synthetic images | generator s | dream s | augment s |",
-              "| --- | --: | --: | --: | --: | --: |"]
+    distilled = any("distill_s" in entry["timings"] for entry in per_k.values())
+    lines += ["", "| K / class | real images | synthetic images | generator s | " + ("distill s | " if distilled else "")
+              + "dream s | augment s |", "| --- | --: | --: | --: | --: | --: |" + (" --: |" if distilled else "")]
     for k, entry in per_k.items():
         t = entry["timings"]
         lines.append(f"| {k} | {entry['real_images']} | {entry['synthetic_images']} | {t['generator_s']} | "
-                     f"{t['dream_s']} | {t['augment_s']} |")
+                     + (f"{t.get('distill_s', '')} | " if distilled else "") + f"{t['dream_s']} | {t['augment_s']} |")
     if record is not None:
         lines += ["", *budget_markdown(record)]
     lines += ["", ("Per-K details (per-class precision/recall/F1, confusion matrices): `K*/augment/summary.md`, "
