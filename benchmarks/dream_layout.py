@@ -49,7 +49,9 @@ def make_checkpoint(root: Path) -> Path:
              class_names=np.array([f"class{c}" for c in range(10)]))
     config = load_config("demo", [f"data.dataset=npz:{npz}", f"runs_dir={root / 'runs'}", "train.minutes=null",
                                   "train.epochs=null", "train.steps=1", "train.sample_grid=false",
-                                  "train.progress=false", "train.device=cpu"])
+                                  "train.progress=false", "train.device=cpu",
+                                  # the study's generator (configs/study-fmnist.yaml pins the demo UNet it measured)
+                                  "model.base_channels=32", "model.channel_mults=[1, 2, 2]", "model.num_res_blocks=1"])
     return train(config).run_dir
 
 

@@ -100,3 +100,32 @@ def test_configs_without_the_variance_keys_load_with_todays_behaviour():
     assert (p.variance, p.loss, p.vlb_weight, p.importance_sampling) == ("fixed_small", "simple", 0.001, False)
     learned = load_config("tiny", ["process.variance=learned_range", "process.loss=hybrid"]).process
     assert (learned.variance, learned.loss) == ("learned_range", "hybrid")
+
+
+def test_configs_measured_with_the_former_demo_unet_still_build_it(tmp_path):
+    """The demo preset now has the deeper, narrower UNet (base 16, 1-2-4, 2 blocks). Every config whose results
+    BENCHMARKS.md reports with the former demo UNet pins it, so it builds the very network those runs logged:
+    1,114,209 parameters (`UNet: 1,114,209 parameters`, the study generator's run of dream-sampler.yaml)."""
+    from pathlib import Path
+
+    from dreamdata.experiments.study.config import load_study_config
+    from dreamdata.experiments.study.pipeline import generator_run_config
+    from dreamdata.experiments.runner import resolve_arms
+    from dreamdata.experiments.sweep_config import load_sweep
+    from dreamdata.training.objectives import build_networks
+
+    def parameters(config) -> int:
+        return sum(p.numel() for p in build_networks(config, 1, 28, 10).parameters())
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    study = load_study_config(str(root / "study-fmnist.yaml"), ["classifier_steps=[1, 1, 1]", "classifier_epochs=null",
+                                                                "dream.per_class=[1, 1, 1]",
+                                                                "dream.per_class_multiple=null"])
+    configs = [generator_run_config(study, 0)]
+    for name in ("dream-sampler", "schedules-and-steps", "blur-robustness"):
+        sweep = load_sweep(str(root / "experiments" / f"{name}.yaml"), [])
+        configs.append(resolve_arms(sweep, tmp_path / name)[0].config)
+    assert [parameters(config) for config in configs] == [1_114_209] * 4
+    demo, fast = load_config("demo"), load_config("fast-cpu")
+    assert (demo.model.base_channels, demo.model.channel_mults, demo.model.num_res_blocks) == (16, [1, 2, 4], 2)
+    assert demo.model == fast.model and fast.train.minutes == 10 and "fast-cpu" in preset_names()
