@@ -87,8 +87,9 @@ def _distill(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path
         raise DreamdataError(f"{out_dir}: the distillation stopped at update {result.step}; re-run to continue")
 
 
-def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, device: torch.device,
+def _dream(config: StudyConfig, index: int, dreamer_dir: Path, out_dir: Path, device: torch.device,
            filter_path: Path | None) -> dict:
+    """Dream the K's synthetic set with ``dreamer_dir``: the generator run, or its distilled student."""
     from dreamdata.dream.manifest import DreamSpec, file_sha256
     from dreamdata.dream.workers import parse_workers
     from dreamdata.dream.writer import dream_dataset
@@ -97,14 +98,14 @@ def _dream(config: StudyConfig, index: int, generator_dir: Path, out_dir: Path, 
     from dreamdata.sampling.from_run import distilled_sampling, is_gan
 
     d = config.dream
-    model = load_trained(generator_dir, device=device)
+    model = load_trained(dreamer_dir, device=device)
     # a GAN generator (generator.config: gan) dreams in one pass: the diffusion sampler settings do not apply;
     # a distilled student (distill.from_steps) with the DDIM it was distilled for, its guidance baked in
     if is_gan(model.process):
         sampler, steps, spacing, guidance, interval = "gan", 1, "linspace", 0.0, None
     elif model.distilled is not None:
         sampler, steps, spacing = distilled_sampling(model.distilled, d.sampler, d.steps, None,
-                                                     where=f"{generator_dir}: ")
+                                                     where=f"{dreamer_dir}: ")
         guidance, interval = 0.0, None
     else:
         sampler, steps, spacing = d.sampler, min(d.steps, model.process.num_steps), "linspace"
