@@ -13,12 +13,11 @@ from test_dream import dream, tiny_run  # noqa: F401  (the module-scoped tiny mo
 from test_sweep import base_file, cache, results_of, write_sweep  # noqa: F401
 
 from dreamdata.cli import main
-from dreamdata.cli.arguments import PRECISION_CHOICES
 from dreamdata.errors import ConfigError
 from dreamdata.experiments.runner import run_sweep
 from dreamdata.experiments.sweep_config import load_sweep
 from dreamdata.sampling.generate import generate
-from dreamdata.sampling.precision import PRECISIONS, in_precision
+from dreamdata.sampling.precision import in_precision
 
 
 class PointwiseLinear(torch.nn.Module):
@@ -55,7 +54,6 @@ def test_the_network_runs_in_bf16_and_returns_float32_as_computed_by_hand():
     assert in_precision(network, "bf16").image_size == 4 and in_precision(network, "fp32") is network
     with pytest.raises(ValueError, match="precision 'fp16'"):
         in_precision(network, "fp16")
-    assert PRECISION_CHOICES == PRECISIONS  # the CLI's torch-free copy
 
 
 def test_generate_in_bf16_is_fp32_sampling_of_the_network_rounded_by_hand():
@@ -123,3 +121,30 @@ def test_a_study_refuses_an_unknown_dream_precision(tmp_path):
     assert load_study_config(str(path), ["dream.precision=bf16"]).dream.precision == "bf16"
     with pytest.raises(ConfigError, match="dream.precision: expected fp32 or bf16, got 'fp16'"):
         load_study_config(str(path), ["dream.precision=fp16"])
+
+
+def test_the_dry_run_prices_a_bf16_cell_at_the_bf16_forward_rate(base_file, tiny_extractor_file, tmp_path,  # noqa: F811
+                                                                 monkeypatch):
+    """Each cell's minutes are its network evaluations over the forward rate of its own precision: with stand-in
+    rates of 0.01 img/s (fp32) and 0.04 img/s (bf16), a cell of 18 evaluations costs 18 / 0.01 / 60 = 30 and
+    18 / 0.04 / 60 = 7.5 minutes."""
+    from dreamdata.experiments import cost
+    from dreamdata.experiments.runner import resolve_arms
+
+    timed = []
+
+    def stand_in_rate(arm, channels, size, classes, precision="fp32", **_):
+        timed.append(precision)
+        return {"fp32": 0.01, "bf16": 0.04}[precision]
+
+    monkeypatch.setattr(cost, "_forward_rate", stand_in_rate)
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, metrics=["fid"], train_axes={},
+                       sampling_axes={"precision": ["fp32", "bf16"]})
+    sweep = load_sweep(path)
+    (arm,) = cost.estimate_sweep(sweep, resolve_arms(sweep, tmp_path / "out"))["arms"]
+    fp32_cell, bf16_cell = arm["cells"]
+    assert "precision" not in fp32_cell["sampling"] and bf16_cell["sampling"]["precision"] == "bf16"
+    assert fp32_cell["network_evaluations"] == bf16_cell["network_evaluations"] == 6 * 3  # N x steps, unguided
+    assert fp32_cell["cpu_minutes"] == 30.0 and bf16_cell["cpu_minutes"] == 7.5
+    assert set(arm["forward_images_per_s_by_precision"]) == {"fp32", "bf16"}
+    assert sorted(timed) == ["bf16", "fp32"]  # each precision timed once

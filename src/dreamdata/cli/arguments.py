@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from dreamdata.errors import DreamdataError
+from dreamdata.precisions import SAMPLING_PRECISIONS
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -106,12 +107,8 @@ def check_positive(**values) -> None:
             raise DreamdataError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
-# the sampling precisions of dreamdata.sampling.precision.PRECISIONS, here without importing torch
-PRECISION_CHOICES = ("fp32", "bf16")
-
-
 def add_precision_argument(parser: argparse.ArgumentParser, recorded_in: str) -> None:
     """``--precision fp32|bf16``: the arithmetic of the network's evaluations while sampling."""
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+    parser.add_argument("--precision", choices=SAMPLING_PRECISIONS, default="fp32",
                         help="the network's arithmetic: fp32 (default), or bf16 autocast (faster on a CPU or GPU with "
                              f"bf16 units; the sampler's own arithmetic stays fp32; recorded in {recorded_in})")

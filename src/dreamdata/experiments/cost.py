@@ -2,7 +2,8 @@
 
 Cost is counted in network evaluations (one forward pass of one image; a guided step costs two, the
 conditional and the unconditional half) and turned into CPU minutes at rates measured here and now: a few
-timed forward passes of each arm's network on a batch for sampling, and a few timed optimiser steps of the
+timed forward passes of each arm's network on a batch for sampling (in each precision its cells sample in:
+a bf16 cell at the bf16 rate), and a few timed optimiser steps of the
 arm's own training objective (its batch size, loss, EMA; for a GAN the discriminator and generator steps
 with DiffAugment) for training. Both are measured on the spot, so they read low when the CPU is busy with
 another job. An arm already trained in the sweep's directory is not timed for training: its minutes are the
@@ -41,12 +42,16 @@ def _data_shape(arm: Arm, data_cache: dict, trained: bool) -> tuple[int, int, in
     return data_cache[key]
 
 
-def _forward_rate(arm: Arm, channels: int, size: int, classes: int, batch: int = 32, repeats: int = 2) -> float:
-    """The arm's network's forward rate in images/s: a few timed passes on a batch of noise."""
+def _forward_rate(arm: Arm, channels: int, size: int, classes: int, precision: str = "fp32", batch: int = 32,
+                  repeats: int = 2) -> float:
+    """The arm's network's forward rate in images/s, in the sampling ``precision``: a few timed passes on a
+    batch of noise."""
+    from dreamdata.sampling.precision import in_precision
     from dreamdata.training.objectives import build_networks
 
-    network = build_networks(arm.config, channels, size, classes if arm.config.model.class_conditional else 0)
-    network.eval()
+    module = build_networks(arm.config, channels, size, classes if arm.config.model.class_conditional else 0)
+    module.eval()
+    network = in_precision(module, precision)
     y = torch.zeros(batch, dtype=torch.long) if arm.config.model.class_conditional else None
     if arm.config.process.kind == "gan":  # one pass of G then D: what a GAN's sample and training cost
         z = torch.randn(batch, arm.config.model.latent_dim)
@@ -145,7 +150,14 @@ def _estimate(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path]) -> d
         trained = out_dir is not None and arm_trained(arm)
         available = checkpoint_steps(arm.run_dir) if trained else []  # once per arm, not per cell
         channels, size, classes, count = _data_shape(arm, data_cache, trained)
-        rate = _forward_rate(arm, channels, size, classes)
+        rates: dict[str, float] = {}  # images/s per sampling precision, timed when a cell first needs it
+
+        def rate_of(precision: str) -> float:
+            if precision not in rates:
+                rates[precision] = _forward_rate(arm, channels, size, classes, precision)
+            return rates[precision]
+
+        rate = rate_of("fp32")
         tc = arm.config.train
         steps_per_epoch = max(1, -(-count // tc.batch_size))
         total_steps = tc.steps if tc.steps is not None else (
@@ -175,21 +187,25 @@ def _estimate(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path]) -> d
             evaluations = sweep.evaluation.n * per_sample * checkpoints
             done = 0 if not available else min(
                 checkpoints, _finished_checkpoints(out_dir, arm, available, wanted, sampling))
+            cell_rate = rate_of(sampling.get("precision") or "fp32")
+            left = evaluations * (checkpoints - done) // max(1, checkpoints)
             cells.append({"sampling": sampling, "checkpoints": checkpoints, "network_evaluations": evaluations,
-                          "cpu_minutes": round(evaluations / rate / 60, 1), "done": done,
-                          "left_network_evaluations": evaluations * (checkpoints - done) // max(1, checkpoints)})
+                          "cpu_minutes": round(evaluations / cell_rate / 60, 1), "done": done,
+                          "left_network_evaluations": left, "left_cpu_minutes": left / cell_rate / 60})
         arm_evaluations = sum(c["network_evaluations"] for c in cells)
         arm_minutes = train_minutes + sum(c["cpu_minutes"] for c in cells)
         left_evaluations = sum(c["left_network_evaluations"] for c in cells)
+        left_minutes = sum(c.pop("left_cpu_minutes") for c in cells)
         report["arms"].append({
             "arm": arm.name, "axes": arm.axes, "run_dir": str(arm.run_dir), "train_steps": total_steps,
             "train_minutes": round(train_minutes, 1), "forward_images_per_s": round(rate, 1),
+            "forward_images_per_s_by_precision": {p: round(r, 1) for p, r in rates.items()},
             "train_images_per_s": None if train_rate is None else round(train_rate, 1), "cells": cells,
             "minutes": round(arm_minutes, 1), "trained": trained, "train_minutes_logged": spent is not None})
         report["total_network_evaluations"] += arm_evaluations
         report["total_cpu_minutes"] += arm_minutes
         report["left_network_evaluations"] += left_evaluations
-        report["left_cpu_minutes"] += (0.0 if trained else train_minutes) + left_evaluations / rate / 60
+        report["left_cpu_minutes"] += (0.0 if trained else train_minutes) + left_minutes
     report["total_cpu_minutes"] = round(report["total_cpu_minutes"], 1)
     report["left_cpu_minutes"] = round(report["left_cpu_minutes"], 1)
     report["total_cells"] = sum(c["checkpoints"] for a in report["arms"] for c in a["cells"])

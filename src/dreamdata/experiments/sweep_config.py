@@ -41,6 +41,7 @@ from typing import Any, Optional, Union
 
 from dreamdata.config import build_dataclass, load_yaml, parse_override
 from dreamdata.errors import ConfigError
+from dreamdata.precisions import SAMPLING_PRECISIONS, expected_sampling_precision
 
 __all__ = ["METRICS", "SAMPLING_DEFAULTS", "SweepConfig", "SweepEvaluation", "SweepFigures", "load_sweep",
            "parse_sweep"]
@@ -201,8 +202,8 @@ def _check_sampling(origin: str, settings: dict[str, Any]) -> dict[str, Any]:
                     check_guidance_interval(option, "guidance_interval")
                 except ValueError as error:
                     raise ConfigError(f"{origin}: {error}") from None
-            if key == "precision" and option not in ("fp32", "bf16"):
-                raise ConfigError(f"{origin}: precision {option!r}: expected fp32 or bf16")
+            if key == "precision" and option not in SAMPLING_PRECISIONS:
+                raise ConfigError(f"{origin}: precision {option!r}: expected {expected_sampling_precision()}")
             if key == "steps" and option is not None and not (isinstance(option, int) and option >= 1):
                 raise ConfigError(f"{origin}: steps {option!r}: expected a positive integer or null (every step)")
     resolved = {**SAMPLING_DEFAULTS, **settings}

@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 
+from dreamdata.precisions import SAMPLING_PRECISIONS
+
 __all__ = ["PRECISIONS", "check_precision", "in_precision"]
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = SAMPLING_PRECISIONS
 
 
 def check_precision(precision: str, option: str = "precision") -> str:

@@ -30,6 +30,7 @@ import yaml
 
 from dreamdata.config import build_dataclass, config_tree, merge_trees, parse_override, set_dotted
 from dreamdata.errors import ConfigError
+from dreamdata.precisions import SAMPLING_PRECISIONS, expected_sampling_precision
 from dreamdata.experiments.study.augment import AugmentConfig
 
 
@@ -228,8 +229,9 @@ def validate_study(config: StudyConfig) -> None:
             raise ConfigError(f"config key dream.guidance_interval: {config.dream.guidance_interval} says at which "
                               "noise levels to guide, but dream.guidance is 0 (set it > 0, or the interval to null)")
 
-    if config.dream.precision not in ("fp32", "bf16"):
-        raise ConfigError(f"config key dream.precision: expected fp32 or bf16, got {config.dream.precision!r}")
+    if config.dream.precision not in SAMPLING_PRECISIONS:
+        raise ConfigError(f"config key dream.precision: expected {expected_sampling_precision()}, "
+                          f"got {config.dream.precision!r}")
     _validate_distill(config)
 
     from dreamdata.dream.workers import parse_workers
