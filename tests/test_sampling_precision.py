@@ -148,3 +148,25 @@ def test_the_dry_run_prices_a_bf16_cell_at_the_bf16_forward_rate(base_file, tiny
     assert fp32_cell["cpu_minutes"] == 30.0 and bf16_cell["cpu_minutes"] == 7.5
     assert set(arm["forward_images_per_s_by_precision"]) == {"fp32", "bf16"}
     assert sorted(timed) == ["bf16", "fp32"]  # each precision timed once
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_bf16_on_a_cpu_without_fast_bf16_says_so_once(monkeypatch, fast_bf16):
+    """A CPU whose oneDNN has no bf16 kernels gets one warning naming the way back to fp32, at the first call;
+    one with them gets none. The numbers are the same either way."""
+    import warnings
+
+    import dreamdata.sampling.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_bf16)
+    network = in_precision(PointwiseLinear(1.2345, 0.0101), "bf16")
+    x, t = torch.ones(1, 1, 4, 4), torch.zeros(1, dtype=torch.long)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = network(x, t), network(x, t)
+    messages = [str(w.message) for w in caught if "bf16" in str(w.message)]
+    assert len(messages) == (0 if fast_bf16 else 1)
+    if not fast_bf16:
+        assert "slower than fp32" in messages[0] and "--precision fp32" in messages[0]
+    by_hand = bf16(bf16(torch.tensor(1.2345)) + bf16(torch.tensor(0.0101)))  # x = 1: weight + bias, rounded
+    assert torch.equal(first, second) and torch.equal(first, by_hand.expand(1, 1, 4, 4))

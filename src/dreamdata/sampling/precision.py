@@ -12,13 +12,14 @@ so the images differ from fp32's by a little at every step; what that does to FI
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 
 from dreamdata.precisions import SAMPLING_PRECISIONS
 
-__all__ = ["PRECISIONS", "check_precision", "in_precision"]
+__all__ = ["PRECISIONS", "check_precision", "cpu_has_fast_bf16", "in_precision"]
 
 PRECISIONS = SAMPLING_PRECISIONS
 
@@ -38,15 +39,32 @@ def _to_float32(output: Any) -> Any:
     return output
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (AVX512 or AMX; on ARM, its bf16
+    extension). Without that, bf16 autocast falls back to slow reference kernels, slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
 class Bfloat16Network:
     """Calls ``network`` under bf16 autocast on the device of its first tensor argument and returns float32;
-    every attribute (``in_channels``, ``image_size``, ``null_class``, ``eval``...) is the network's own."""
+    every attribute (``in_channels``, ``image_size``, ``null_class``, ``eval``...) is the network's own.
+    On a CPU without fast bf16 it says so once: the user asked for speed and would get the opposite."""
 
     def __init__(self, network):
         self.network = network
+        self._checked_cpu = False
 
     def __call__(self, *args, **kwargs):
         device = next((a.device for a in args if isinstance(a, torch.Tensor)), torch.device("cpu"))
+        if device.type == "cpu" and not self._checked_cpu:
+            self._checked_cpu = True
+            if not cpu_has_fast_bf16():
+                warnings.warn("precision bf16: this CPU has no fast bf16 kernels (oneDNN needs AVX512 or AMX), so "
+                              "bf16 sampling will likely be slower than fp32; use --precision fp32 "
+                              "(dream.precision=fp32 in a study)", stacklevel=2)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             output = self.network(*args, **kwargs)
         return _to_float32(output)
