@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,15 +195,18 @@ def test_distilled_gaussian_toy_matches_the_teachers_many_step_ddim():
 # -- run directories and the command line ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def teacher_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teacher")
+def tiny_teacher(folder: Path, prediction: str) -> Path:
     images, labels = make_pattern_images(per_class=8)
     npz = folder / "tiny.npz"
     np.savez(npz, images=images, labels=labels, class_names=np.array(CLASS_NAMES))
     return train(load_config("tiny", [f"data.dataset=npz:{npz}", f"runs_dir={folder / 'runs'}", "data.per_class=null",
                                       "train.steps=6", "train.sample_grid=false", "train.checkpoint_every=0",
-                                      "train.val_every=0", "process.prediction=v"])).run_dir
+                                      "train.val_every=0", f"process.prediction={prediction}"])).run_dir
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    return tiny_teacher(tmp_path_factory.mktemp("teacher"), "v")
 
 
 def without_timing(records: list[dict]) -> list[dict]:
@@ -322,3 +327,25 @@ def test_a_distillation_that_died_before_its_first_checkpoint_starts_again(teach
     shutil.rmtree(out / "checkpoints")  # as if killed between distill.json and the teacher's copy
     result = distill_run(teacher_run, options, out=out, device="cpu", progress=False)
     assert result.complete and result.distilled.steps == 4
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v"])
+def test_distilling_an_epsilon_teacher_below_32_steps_warns_in_one_line(teacher_run, tmp_path, prediction):
+    """An epsilon teacher's few-step students degrade (Salimans & Ho 2022, sec. 4): distilling one to 2 steps
+    prints one ``dreamdata distill: warning:`` line pointing at v-prediction; a v teacher gets none."""
+    run = teacher_run if prediction == "v" else tiny_teacher(tmp_path, "epsilon")
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: shown.append(
+            warnings.formatwarning(message, category, filename, lineno, line))  # formatted as the CLI formats
+        assert main(["distill", str(run), "--from-steps", "8", "--to-steps", "2", "--steps-per-round", "1",
+                     "--device", "cpu", "--no-progress", "--out", str(tmp_path / "student")]) == 0
+    about_epsilon = [text for text in shown if "predicts epsilon" in text]
+    if prediction == "v":
+        assert about_epsilon == []
+    else:
+        assert len(about_epsilon) == 1, shown
+        line = about_epsilon[0]
+        assert line.startswith("dreamdata distill: warning: ") and line.count("\n") == 1
+        assert "process.prediction=v" in line and "below 32 steps" in line

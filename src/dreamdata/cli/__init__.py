@@ -2,13 +2,17 @@
 ``classifier``, ``augment``, ``study``, ``sweep``, ``report``, ``demo``, ``presets``.
 
 Errors caused by user input (:class:`dreamdata.errors.DreamdataError`) are printed as one line naming
-the file/key/value at fault, with exit status 2; anything else is a bug and keeps its traceback.
+the file/key/value at fault, with exit status 2; anything else is a bug and keeps its traceback. dreamdata's
+own warnings are one line too (``dreamdata CMD: warning: ...``, no source line); other libraries' keep
+Python's format, which names where they come from.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from typing import Optional, Sequence
 
 from dreamdata.cli.arguments import OneLineErrorParser
@@ -55,6 +59,15 @@ def parse_arguments(parser: argparse.ArgumentParser, argv: Optional[Sequence[str
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_arguments(build_parser(), argv)
+    python_format = warnings.formatwarning
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        if os.path.abspath(filename).startswith(package + os.sep):
+            return f"dreamdata {args.command}: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
     try:
         return args.handler(args)
     except DreamdataError as error:
@@ -62,6 +75,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        warnings.formatwarning = python_format
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import copy
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +44,10 @@ from dreamdata.training import run_dir as rd
 from dreamdata.training.interrupt import interrupt_at_step_boundary
 from dreamdata.training.pretrained import TrainedModel, load_trained
 from dreamdata.training.setup import build_optimizer, capture_rng_state, resolve_device, restore_rng_state
+
+# an epsilon teacher's students below this many steps degraded to noise here (Salimans & Ho 2022, sec. 4, explain
+# why; BENCHMARKS.md has the measurement), so distilling one further gets a warning
+EPSILON_FEW_STEPS = 32
 
 __all__ = ["DistillResult", "default_out_dir", "distill_run"]
 
@@ -248,6 +253,12 @@ def distill_run(teacher_path: str | Path, options: DistillOptions, out: Optional
     teacher_run = rd.resolve_run_dir(teacher_path)
     teacher = load_trained(teacher_path, use_ema=True, device=resolved_device)
     plan = resolve_plan(options, teacher, teacher_run)
+    if plan["prediction"] == "epsilon" and plan["to_steps"] < EPSILON_FEW_STEPS:
+        warnings.warn(f"{teacher_run} predicts epsilon, whose x-space error at the noisiest step is sigma/alpha times "
+                      f"its epsilon error: below {EPSILON_FEW_STEPS} steps its students may degrade to noise (measured, "
+                      "BENCHMARKS.md: the Fashion-MNIST study's generator at 500 updates per halving gave clean 32-step, "
+                      "half-noise 16-step and all-noise 4-step students); train the teacher with "
+                      "process.prediction=v to distil to few steps", stacklevel=2)
     out_dir = Path(out).expanduser() if out is not None else default_out_dir(teacher_run, plan["to_steps"])
     if out_dir.resolve() == teacher_run.resolve():
         raise DreamdataError(f"--out {out_dir}: is the teacher's run directory; give another")

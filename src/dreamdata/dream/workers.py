@@ -143,6 +143,8 @@ def dream_in_processes(spec, out_dir: Path, shares: Sequence[Sequence[int]], thr
         for worker in workers:
             worker.start()
         _wait(workers, messages, poll)
+        for worker in workers:  # each has reported and is exiting: a SIGTERM now would land in its queue's
+            worker.join(STOP_SECONDS)  # flush at exit and print a spurious KeyboardInterrupt traceback
     finally:
         _stop(workers)
         messages.close()
