@@ -563,3 +563,18 @@ def test_dry_run_marks_what_is_finished(base_file, tiny_extractor_file, tmp_path
     printed = capsys.readouterr().out
     assert printed.count("[done]") == 4
     assert f"left to run in this directory: {2 * 6 * 3 * 2} network evaluations" in printed
+
+
+def test_dry_run_with_arm_lists_only_that_arm(base_file, tiny_extractor_file, tmp_path, cache, capsys):
+    """``--dry-run --arm NAME`` plans the piece ``--arm NAME`` would run: one arm, its 2 guidance cells,
+    nothing of the other arm; an unknown name is the same one-line error the run gives."""
+    path = write_sweep(tmp_path, base_file, tiny_extractor_file, metrics=["fid"])
+    out = tmp_path / "out"
+    arms = [arm.name for arm in resolve_arms(load_sweep(path), out)]
+    assert len(arms) == 2
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run", "--arm", arms[1]]) == 0
+    printed = capsys.readouterr().out
+    assert f"arm {arms[1]} (" in printed and f"arm {arms[0]} (" not in printed
+    assert "total: 1 arms, 2 cells" in printed
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run", "--arm", "no-such-arm"]) == 2
+    assert "--arm no-such-arm: the sweep has no such arm" in capsys.readouterr().err

@@ -75,7 +75,7 @@ def _print_plan(report: dict) -> None:
 
 
 def _run_sweep(args) -> int:
-    from dreamdata.experiments.runner import resolve_arms, run_sweep
+    from dreamdata.experiments.runner import resolve_arms, run_sweep, select_arms
     from dreamdata.experiments.sweep_config import load_sweep
 
     sweep = load_sweep(args.sweep, list(args.overrides))
@@ -84,7 +84,7 @@ def _run_sweep(args) -> int:
     if args.dry_run:
         from dreamdata.experiments.cost import estimate_sweep
 
-        _print_plan(estimate_sweep(sweep, resolve_arms(sweep, out), out))
+        _print_plan(estimate_sweep(sweep, select_arms(resolve_arms(sweep, out), args.arm), out))
         return 0
     summary = run_sweep(sweep, out, shard=shard, only_arms=args.arm)
     print(summary.read_text(), end="")

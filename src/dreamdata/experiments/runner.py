@@ -177,6 +177,17 @@ def assemble_results(out_dir: Path, cells: list[Cell]) -> list[dict[str, Any]]:
     return lines
 
 
+def select_arms(arms: list[Arm], only_arms: Optional[list[str]]) -> list[Arm]:
+    """The arms named by ``--arm`` (all of them when none is named), in the sweep's order."""
+    if not only_arms:
+        return arms
+    unknown = sorted(set(only_arms) - {arm.name for arm in arms})
+    if unknown:
+        raise ConfigError(f"--arm {unknown[0]}: the sweep has no such arm (arms: "
+                          f"{', '.join(arm.name for arm in arms)})")
+    return [arm for arm in arms if arm.name in only_arms]
+
+
 def run_sweep(sweep: SweepConfig, out_dir: str | Path, shard: tuple[int, int] = (0, 1),
               log: Callable[[str], None] = print, poll_seconds: float = 10.0,
               only_arms: Optional[list[str]] = None) -> Path:
@@ -197,13 +208,7 @@ def run_sweep(sweep: SweepConfig, out_dir: str | Path, shard: tuple[int, int] = 
     if sweep.num_threads:
         torch.set_num_threads(int(sweep.num_threads))
     arms = resolve_arms(sweep, out_dir)
-    selected = arms
-    if only_arms:
-        unknown = sorted(set(only_arms) - {arm.name for arm in arms})
-        if unknown:
-            raise ConfigError(f"--arm {unknown[0]}: the sweep has no such arm (arms: "
-                              f"{', '.join(arm.name for arm in arms)})")
-        selected = [arm for arm in arms if arm.name in only_arms]
+    selected = select_arms(arms, only_arms)
     with _results_lock(out_dir):
         check_settings(sweep, selected, out_dir)
     scorer = CellScorer(sweep, resolve_device(sweep.device))
