@@ -39,6 +39,25 @@ ODE step. At ``eta = 1`` and first order it is exactly the ancestral DDPM step w
 ``sigma_s^2 (1 - e^(-2h))``. Fresh noise at every step washes out errors of an imperfect network that a
 deterministic solver carries to the end: on an under-trained Fashion-MNIST model, ancestral sampling reached
 FID 41.7 where every ODE solver stopped at 76 (BENCHMARKS.md, steps per sampler).
+
+DPM-Solver++(3M) (Lu et al. 2022, the third-order multistep solver of their reference code; diffusers'
+``multistep_dpm_solver_third_order_update``) fits a parabola through the last three predictions instead of a
+line. With ``r0 = h_{i-1} / h`` and ``r1 = h_{i-2} / h`` the divided differences are::
+
+    D1_0 = (x0_i - x0_{i-1}) / r0,   D1_1 = (x0_{i-1} - x0_{i-2}) / r1
+    D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),   D2 = (D1_0 - D1_1) / (r0 + r1)
+
+and, with ``g = (1 + eta) h`` (the exponent of the data term above; ``g = h`` for the ODE), the step is::
+
+    x' = [the first-order step above, D = x0_i] + alpha' (phi_2 D1 - phi_3 D2),
+    phi_2 = (e^(-g) - 1) / g + 1,   phi_3 = phi_2 / g - 1/2
+
+the exponential integrator's phi-functions (Lu et al. 2022, eq. 12's Taylor terms, integrated exactly). The
+SDE form with ``g = (1 + eta) h`` is k-diffusion's ``dpmpp_3m_sde``. Its global error on the ODE is
+``O(h^3)``. The order is lowered where the history is too short or the steps too uneven, as above: third order
+needs two earlier predictions and both ratios at least :data:`MIN_STEP_RATIO`, otherwise the step is the
+(2M) step; and with fewer than :data:`LOWER_ORDER_FINAL_BELOW` timesteps the step into the last visited index
+is first order and the one before it at most second order (diffusers' ``lower_order_final``).
 """
 
 from __future__ import annotations
@@ -67,9 +86,9 @@ def dpm_solver_pp_2m_sample(network: Network, process: GaussianDiffusion, noise:
                             generator: GeneratorLike = None, x0_clip: str = "static", progress: bool = False,
                             callback: Optional[Callback] = None, null_class: Optional[int] = None, *,
                             guidance_interval: Optional[Sequence[float]] = None,
-                            lower_order_final: bool = True, eta: float = 0.0) -> torch.Tensor:
+                            lower_order_final: bool = True, eta: float = 0.0, order: int = 2) -> torch.Tensor:
     """Solve the probability-flow ODE (``eta = 0``) or the reverse SDE (``eta > 0``) from ``noise`` (the state at
-    ``timesteps[0]``) with DPM-Solver++(2M).
+    ``timesteps[0]``) with DPM-Solver++(2M), or with DPM-Solver++(3M) at ``order = 3``.
 
     The shared arguments (and ``guidance_interval``) are those of
     :func:`~dreamdata.sampling.ddpm.ddpm_sample`. At ``eta = 0`` the solver is deterministic and ``generator`` is
@@ -77,10 +96,12 @@ def dpm_solver_pp_2m_sample(network: Network, process: GaussianDiffusion, noise:
     the ancestral sampler). ``eta`` in [0, 1]: the share of the step's noise that is fresh (1: the SDE).
     ``lower_order_final``: with fewer than :data:`LOWER_ORDER_FINAL_BELOW` timesteps, take the step into
     the last visited index with first order (see the module docstring). Steps with a step-size ratio
-    ``r < MIN_STEP_RATIO`` are first order regardless.
+    ``r < MIN_STEP_RATIO`` are first order regardless (third order: see the module docstring).
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta: expected a value in [0, 1], got {eta}")
+    if order not in (2, 3):
+        raise ValueError(f"order: expected 2 or 3, got {order}")
     setup = prepare_sampling(network, process, noise, timesteps, class_labels, guidance_scale, generator,
                              x0_clip, null_class, guidance_interval)
     steps = setup.steps
@@ -92,26 +113,39 @@ def dpm_solver_pp_2m_sample(network: Network, process: GaussianDiffusion, noise:
 
     x = initial_state(noise)
     previous_x0: Optional[torch.Tensor] = None
-    for i, tau in enumerate(tqdm(steps, desc="dpm++2m-sde" if eta else "dpm++2m", disable=not progress,
-                                 leave=False)):
+    before_previous_x0: Optional[torch.Tensor] = None
+    name = f"dpm++{order}m" + ("-sde" if eta else "")
+    for i, tau in enumerate(tqdm(steps, desc=name, disable=not progress, leave=False)):
         x0_hat, _ = predict_x0_eps(network, process, x, tau, setup, setup.guidance_scales[i], x0_clip)
         if i == len(steps) - 1:
             x_next = x0_hat  # Lu et al. 2022, Alg. 2 first-order update with sigma_next = 0, alpha_next = 1
         else:
             h = lam[i + 1] - lam[i]  # Lu et al. 2022, Alg. 2 (h_i = lambda_{t_i} - lambda_{t_{i-1}})
             r = (lam[i] - lam[i - 1]) / h if i > 0 else 0.0  # Lu et al. 2022, Alg. 2 (r_i = h_{i-1} / h_i)
-            if previous_x0 is None or r < MIN_STEP_RATIO or (first_order_into_last and i == len(steps) - 2):
+            r1 = (lam[i - 1] - lam[i - 2]) / h if i > 1 else 0.0  # h_{i-2} / h_i
+            lowered = first_order_into_last and i == len(steps) - 2
+            third = (order == 3 and before_previous_x0 is not None and min(r, r1 / r if r else 0.0) >= MIN_STEP_RATIO
+                     and not lowered and not (first_order_into_last and i == len(steps) - 3))
+            if third:
+                d = x0_hat  # the first-order part; the parabola's terms are added below
+            elif previous_x0 is None or r < MIN_STEP_RATIO or lowered:
                 d = x0_hat  # Lu et al. 2022, Alg. 2, first step (first-order update, DPM-Solver++(1))
             else:
                 d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * previous_x0  # Lu et al. 2022, Alg. 2 (D_i)
-            if eta == 0.0:
-                x_next = (sigma[i + 1] / sigma[i]) * x - alpha[i + 1] * math.expm1(-h) * d  # Lu et al. 2022, Alg. 2 (x_t_i)
-            else:  # SDE-DPM-Solver++(2M), the module docstring's step
-                x_next = ((sigma[i + 1] / sigma[i]) * math.exp(-eta * h) * x
-                          - alpha[i + 1] * math.expm1(-(1.0 + eta) * h) * d
-                          + sigma[i + 1] * math.sqrt(-math.expm1(-2.0 * eta * h)) * randn_like(x, generator))
+            g = (1.0 + eta) * h  # the data term's exponent: h for the ODE
+            x_next = (sigma[i + 1] / sigma[i]) * math.exp(-eta * h) * x - alpha[i + 1] * math.expm1(-g) * d
+            if third:  # DPM-Solver++(3M), the module docstring's step
+                d1_0 = (x0_hat - previous_x0) / r
+                d1_1 = (previous_x0 - before_previous_x0) / r1
+                d1 = d1_0 + (r / (r + r1)) * (d1_0 - d1_1)
+                d2 = (d1_0 - d1_1) / (r + r1)
+                phi_2 = math.expm1(-g) / g + 1.0
+                phi_3 = phi_2 / g - 0.5
+                x_next = x_next + alpha[i + 1] * (phi_2 * d1 - phi_3 * d2)
+            if eta:  # SDE-DPM-Solver++, the module docstring's step
+                x_next = x_next + sigma[i + 1] * math.sqrt(-math.expm1(-2.0 * eta * h)) * randn_like(x, generator)
         if callback is not None:
             callback(i, tau, x, x0_hat)
-        previous_x0 = x0_hat
+        before_previous_x0, previous_x0 = previous_x0, x0_hat
         x = x_next
     return x.to(noise.dtype)
