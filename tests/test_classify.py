@@ -270,6 +270,13 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
     assert summary["per_k"]["4"]["synthetic_images"] == 9 and summary["per_k"]["4"]["real_images"] == 12
     dreaming = summary["per_k"]["4"]["dreaming"]  # dream.workers: 2 processes share the 2 chunks
     assert (dreaming["images"], dreaming["layout"]) == (9, "2 processes x 1 thread")
+    # the summary says how the images were dreamed: the config's sampler settings (the study defaults: DDIM,
+    # w = 1, fp32, seed 0; 3 steps from the config)
+    assert summary["per_k"]["4"]["dreamed_with"] == {"sampler": "ddim", "steps": 3, "spacing": "linspace",
+                                                     "guidance": 1.0, "guidance_interval": None, "precision": None,
+                                                     "seed": 0}
+    assert "Dreamed with: K = 4: ddim, 3 steps (linspace), guidance 1, fp32, seed 0, " in (
+        study / "summary.md").read_text()
     # npz: data: the classifiers are not flipped (the dataset default), and both reports say so
     assert "horizontal flips off (the default for npz: data)" in (study / "summary.md").read_text()
     assert "horizontal flips off" in (study / "K4" / "augment" / "summary.md").read_text()

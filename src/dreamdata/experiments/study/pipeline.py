@@ -40,6 +40,8 @@ from dreamdata.experiments.study.budgets import BUDGETS, RealCount, explicit_for
 from dreamdata.experiments.study.config import StudyConfig, k_label, study_from_tree, uses_rule
 
 GENERATOR_DONE = "study-stage-complete.json"
+# what the summary says of how each K's images were dreamed (keys of the dream manifest's spec)
+DREAM_SETTINGS = ("sampler", "steps", "spacing", "guidance", "guidance_interval", "precision", "seed")
 
 
 def generator_run_config(config: StudyConfig, index: int) -> RunConfig:
@@ -238,8 +240,10 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         summary = run_augment(real, test, synthetic, augment_config, k_dir / "augment", device=device, log=log)
         timings["augment_s"] = round(time.perf_counter() - started, 1)
         write_text_atomic(k_dir / "timings.json", json.dumps(timings, indent=2) + "\n")
+        spec = manifest.get("spec") or {}
         per_k[k_label(k)] = {"summary": summary, "real_per_class": k, "real_images": len(real),
                              "synthetic_images": len(synthetic), "dream_seconds": manifest.get("seconds"),
                              "dreaming": manifest.get("dreaming"),
+                             "dreamed_with": {key: spec.get(key) for key in DREAM_SETTINGS},
                              "timings": timings}
     return write_study_report(study_dir, config, per_k, record)

@@ -28,6 +28,18 @@ def budget_markdown(record: dict) -> list[str]:
     return lines
 
 
+def dream_description(entry: dict) -> str:
+    """How one K's images were dreamed, from its manifest: sampler, steps, grid, guidance, precision, seed and
+    the measured rate, e.g. ``dpm++2m-sde, 25 steps (linspace), guidance 1.5, bf16, seed 0, 9.54 images/s``."""
+    w = entry["dreamed_with"]
+    text = f"{w['sampler']}, {w['steps']} steps ({w['spacing']}), guidance {w['guidance']:g}"
+    if w.get("guidance_interval"):
+        text += f" in sigma ({w['guidance_interval'][0]:g}, {w['guidance_interval'][1]:g}]"
+    text += f", {w.get('precision') or 'fp32'}, seed {w['seed']}"
+    rate = (entry.get("dreaming") or {}).get("images_per_second")
+    return text + (f", {rate:.2f} images/s ({entry['dreaming']['layout']})" if rate else "")
+
+
 def study_markdown(config: StudyConfig, per_k: dict, record: dict | None = None) -> str:
     arms = list(config.augment.arms)
     lines = [f"# Study {config.name}: {config.real.dataset}, {config.augment.seeds} seeds per arm", "",
@@ -52,6 +64,9 @@ def study_markdown(config: StudyConfig, per_k: dict, record: dict | None = None)
         t = entry["timings"]
         lines.append(f"| {k} | {entry['real_images']} | {entry['synthetic_images']} | {t['generator_s']} | "
                      + (f"{t.get('distill_s', '')} | " if distilled else "") + f"{t['dream_s']} | {t['augment_s']} |")
+    dreamed = [f"K = {k}: {dream_description(entry)}" for k, entry in per_k.items() if entry.get("dreamed_with")]
+    if dreamed:
+        lines += ["", "Dreamed with: " + "; ".join(dreamed) + "."]
     if record is not None:
         lines += ["", *budget_markdown(record)]
     lines += ["", ("Per-K details (per-class precision/recall/F1, confusion matrices): `K*/augment/summary.md`, "
