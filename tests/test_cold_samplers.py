@@ -211,7 +211,7 @@ def test_bad_arguments_are_reported(sampler):
 
 def test_registry_families():
     gaussian = GaussianDiffusion(cosine_betas(10))
-    assert sampler_names() == ["ddpm", "ddpm_beta", "ddim", "dpm++2m", "dpm++2m-sde"]
+    assert sampler_names() == ["ddpm", "ddpm_beta", "ddim", "dpm++2m", "dpm++2m-sde", "dpm++3m", "dpm++3m-sde"]
     assert sampler_names(blur()) == ["cold-improved", "cold-naive"] == list(COLD_SAMPLERS)
     assert samplers_for(gaussian) is not COLD_SAMPLERS and default_sampler(gaussian) == "ddpm"
     assert default_sampler(blur()) == "cold-improved"
