@@ -134,19 +134,24 @@ def test_the_layout_rule():
 # -- signals, in a separate process group as a terminal would send them --------------------------------
 
 
-SIGNALLED_PER_CLASS = 60  # 180 one-image chunks: ~6 s on an idle 2-core box after the first chunk (30 took ~1 s
-                          # there, and a clean-clone CI run finished them all before its Ctrl-C arrived)
+SIGNALLED_PER_CLASS = 30  # 90 one-image chunks: ~3 s on an idle 2-core box after the first one
+
+
+def _as_in_a_terminal() -> None:
+    """SIGINT handled as a terminal's foreground job has it: a suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _start(run: Path, out: Path) -> subprocess.Popen:
-    """A dream of 180 one-image chunks with 2 workers, long enough to be caught midway."""
+    """A dream of 90 one-image chunks with 2 workers, long enough to be caught midway."""
     command = [sys.executable, "-m", "dreamdata", "dream", str(run), "--per-class", str(SIGNALLED_PER_CLASS),
                "--out", str(out),
                "--steps", "20", "--chunk", "1", "--batch", "1", "--device", "cpu", "--workers", "2",
                "--format", "npz"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_in_a_terminal)
 
 
 def _wait_for_a_chunk(process: subprocess.Popen, out: Path) -> None:
