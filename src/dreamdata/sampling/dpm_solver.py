@@ -126,10 +126,10 @@ def dpm_solver_pp_2m_sample(network: Network, process: GaussianDiffusion, noise:
             lowered = first_order_into_last and i == len(steps) - 2
             third = (order == 3 and before_previous_x0 is not None and min(r, r1 / r if r else 0.0) >= MIN_STEP_RATIO
                      and not lowered and not (first_order_into_last and i == len(steps) - 3))
-            if third:
-                d = x0_hat  # the first-order part; the parabola's terms are added below
-            elif previous_x0 is None or r < MIN_STEP_RATIO or lowered:
-                d = x0_hat  # Lu et al. 2022, Alg. 2, first step (first-order update, DPM-Solver++(1))
+            if third or previous_x0 is None or r < MIN_STEP_RATIO or lowered:
+                # Lu et al. 2022, Alg. 2, first step (first-order update, DPM-Solver++(1)); with `third` the
+                # first-order part, the parabola's terms are added below
+                d = x0_hat
             else:
                 d = (1.0 + 0.5 / r) * x0_hat - (0.5 / r) * previous_x0  # Lu et al. 2022, Alg. 2 (D_i)
             g = (1.0 + eta) * h  # the data term's exponent: h for the ODE
