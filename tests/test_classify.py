@@ -234,6 +234,30 @@ def test_hflip_options_of_augment_and_classifier(pattern_npzs, tmp_path, capsys)
     assert "augment: horizontal flips on (--hflip)" in capsys.readouterr().out
 
 
+def test_augment_results_are_tied_to_the_test_set(pattern_npzs, tmp_path):
+    """Scored on another --real-test set, the same study directory trains again instead of reusing results
+    scored elsewhere, and the summary names the set; a line written before the test set was recorded (no
+    test keys in its identity) is still reused."""
+    real, _ = pattern_npzs
+    other = tmp_path / "other.npz"
+    images, labels = make_pattern_images(per_class=5, seed=3)
+    np.savez(other, images=images, labels=labels, class_names=np.array(["hstripes", "vstripes", "square"]))
+    out = tmp_path / "study"
+    args = ["augment", "--real", f"npz:{real}", "--real-per-class", "4", "--arms", "real", "--seeds", "1",
+            "--steps", "3", "--batch-size", "8", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    assert f"## Accuracy on npz {real}, 36 images (1 seeds" in (out / "summary.md").read_text()
+    assert main(args + ["--real-test", f"npz:{other}"]) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [int(np.sum(r["confusion"])) for r in records] == [36, 15]  # trained and scored again
+    assert f"## Accuracy on npz {other}, 15 images" in (out / "summary.md").read_text()
+    legacy = dict(records[0], identity={key: value for key, value in records[0]["identity"].items()
+                                        if key not in ("test_count", "test_sha256")})
+    (out / "results.jsonl").write_text(json.dumps(legacy) + "\n")
+    assert main(args) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1  # reused, not trained again
+
+
 def write_tiny_study(tmp_path, real, name: str, budget: str, dream: str, seeds: int, classifier_steps: int):
     """A one-K (4 images per class) study file over the ``tiny`` preset; ``budget`` is the generator's
     budget lines (``minutes: [...]`` and/or ``steps: [...]``)."""

@@ -13,8 +13,9 @@ def _add_real_arguments(parser) -> None:
     parser.add_argument("--real", required=True, metavar="SPEC",
                         help="real dataset (fashion-mnist, cifar10, zip:PATH, folder:PATH, npz:PATH); its test "
                              "split is the test set")
-    parser.add_argument("--real-test", metavar="SPEC", help="where the real test split comes from (default: "
-                                                            "--real's own test split)")
+    parser.add_argument("--real-test", metavar="SPEC", help="the images every classifier is scored on (default: "
+                                                            "--real's own test split); e.g. npz:held-out.npz, used "
+                                                            "whole, to choose settings without the test set")
     parser.add_argument("--real-per-class", type=int, metavar="K",
                         help="train on at most K real images per class (default all)")
     parser.add_argument("--split-seed", type=int, default=0, help="which K images are kept (default 0, as in "
@@ -39,7 +40,8 @@ def add_augment(subparsers) -> None:
                     "and write results.jsonl, summary.json, summary.md (accuracy mean ± std, paired differences "
                     "with 95%% CI and p-value, per-class precision/recall/F1) and confusion-<arm>.png into --out. "
                     "The synthetic-only arm is the Classification Accuracy Score. Re-running resumes; "
-                    "with another --synthetic into the same --out, the real-only arm is not trained again.")
+                    "with another --synthetic into the same --out, the real-only arm is not trained again; "
+                    "with another --real-test, every arm is (results are tied to the images they were scored on).")
     _add_real_arguments(parser)
     parser.add_argument("--synthetic", metavar="DIR", help="dreamed dataset (`dreamdata dream --out`), image "
                                                            "folder or .npz")

@@ -58,14 +58,17 @@ def data_sha256(data: ImageData | None) -> str | None:
     return digest.hexdigest()
 
 
-def _identity(config: AugmentConfig, real: ImageData, synthetic: ImageData | None) -> dict:
-    """What a results line must match to be reused on resume."""
+def _identity(config: AugmentConfig, real: ImageData, synthetic: ImageData | None, test: ImageData) -> dict:
+    """What a results line must match to be reused on resume: the classifier, the training sets and the
+    images it was scored on (``augment --real-test`` can point the same study directory at another set)."""
     return {"classifier": asdict(config.classifier), "synthetic_ratio": config.synthetic_ratio,
             "real_count": len(real), "synthetic_count": len(synthetic) if synthetic is not None else 0,
-            "real_sha256": data_sha256(real), "synthetic_sha256": data_sha256(synthetic)}
+            "real_sha256": data_sha256(real), "synthetic_sha256": data_sha256(synthetic),
+            "test_count": len(test), "test_sha256": data_sha256(test)}
 
 
 SYNTHETIC_KEYS = ("synthetic_ratio", "synthetic_count", "synthetic_sha256")
+TEST_KEYS = ("test_count", "test_sha256")
 
 
 def arm_identity(identity: dict, arm: str) -> dict:
@@ -77,6 +80,15 @@ def arm_identity(identity: dict, arm: str) -> dict:
     return {key: value for key, value in identity.items() if key not in SYNTHETIC_KEYS}
 
 
+def _matches(recorded: dict, identity: dict, arm: str) -> bool:
+    """Whether a results line with identity ``recorded`` is this study's ``arm``. A line written before the
+    test set was recorded (studies before session 19) is matched on what it recorded."""
+    wanted = arm_identity(identity, arm)
+    if "test_sha256" not in recorded:
+        wanted = {key: value for key, value in wanted.items() if key not in TEST_KEYS}
+    return arm_identity(recorded, arm) == wanted
+
+
 def _read_results(path: Path, identity: dict) -> dict[tuple[str, int], dict]:
     done: dict[tuple[str, int], dict] = {}
     if path.is_file():
@@ -84,7 +96,7 @@ def _read_results(path: Path, identity: dict) -> dict[tuple[str, int], dict]:
             if line.strip():
                 record = restore_nonfinite(json.loads(line))
                 arm = record.get("arm", "")
-                if arm_identity(record.get("identity") or {}, arm) == arm_identity(identity, arm):
+                if _matches(record.get("identity") or {}, identity, arm):
                     done[(arm, record["seed"])] = record
     return done
 
@@ -101,7 +113,7 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
         synthetic = synthetic_subset(synthetic, real, config.synthetic_ratio)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    identity = _identity(config, real, synthetic)
+    identity = _identity(config, real, synthetic, test)
     done = _read_results(out_dir / RESULTS, identity)
     for seed in range(config.seeds):
         for arm in arms:
@@ -120,14 +132,15 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
             done[(arm, seed)] = record
             log(f"augment: seed {seed} {arm:<16} accuracy {record['accuracy']:.4f} "
                 f"({len(images)} training images, {train_seconds:.1f} s)")
-    summary = summarise(done, arms, config, real.class_names, identity)
+    summary = summarise(done, arms, config, real.class_names, identity, test.source)
     write_report(out_dir, summary, real.class_names)
     return summary
 
 
 def summarise(done: dict[tuple[str, int], dict], arms: list[str], config: AugmentConfig,
-              class_names: list[str], identity: dict) -> dict:
-    """Accuracy mean ± std per arm, per-class scores, summed confusion, paired comparisons with the first arm."""
+              class_names: list[str], identity: dict, test_source: str) -> dict:
+    """Accuracy mean ± std per arm, per-class scores, summed confusion, paired comparisons with the first arm;
+    ``test_source`` names the images every classifier was scored on (e.g. ``fashion-mnist (test)``)."""
     seeds = list(range(config.seeds))
     per_arm = {}
     for arm in arms:
@@ -150,7 +163,15 @@ def summarise(done: dict[tuple[str, int], dict], arms: list[str], config: Augmen
                                                            per_arm[arm]["accuracies"]).to_dict()
                    for arm in arms[1:]}
     return {"arms": per_arm, "comparisons": comparisons, "baseline": baseline, "seeds": seeds,
-            "class_names": class_names, "config": asdict(config), "data": identity}
+            "class_names": class_names, "config": asdict(config), "data": identity,
+            "test": {"source": test_source, "images": identity["test_count"],
+                     "described": f"{test_source}, {identity['test_count']} images"}}
+
+
+def tested_on(summary: dict) -> str:
+    """What the classifiers were scored on, for headings (``fashion-mnist (test), 10000 images``); a summary
+    written before the test set was recorded says ``the real test split``."""
+    return (summary.get("test") or {}).get("described", "the real test split")
 
 
 def _pct(value: float) -> str:
@@ -165,7 +186,7 @@ def summary_markdown(summary: dict) -> str:
     lines = [f"Classifier (every arm and seed): {c['network']}, {c['steps']} steps of batch {c['batch_size']}, "
              f"lr {c['lr']:g}; horizontal flips {'on' if c['hflip'] else 'off'}, random shifts up to "
              f"{c['crop_padding']} px.", "",
-             f"## Accuracy on the real test split ({n} seeds, mean ± std)", "",
+             f"## Accuracy on {tested_on(summary)} ({n} seeds, mean ± std)", "",
              "| arm | training images | accuracy % | per-seed % | train s/seed |", "| --- | --: | --: | --- | --: |"]
     for arm, row in arms.items():
         lines.append(f"| {arm} | {row['train_images']} | {_pct(row['accuracy_mean'])} ± {_pct(row['accuracy_std'])} "

@@ -54,7 +54,7 @@ def add_augment(page: Page, out_dir: Path, name: str, expected: int | None = Non
     arms, names = summary["arms"], summary["class_names"]
     classifier = summary.get("config", {}).get("classifier", {})
     page.text(f"Classifier for every arm and seed: {classifier.get('network', '?')}, {classifier.get('steps', '?')} "
-              f"steps of batch {classifier.get('batch_size', '?')}; tested on the real test split; "
+              f"steps of batch {classifier.get('batch_size', '?')}; tested on {(summary.get('test') or {}).get('described', 'the real test split')}; "
               f"N = {len(summary['seeds'])} seeds per arm.")
     page.heading("Accuracy per arm")
     page.table(["arm", "training images", "accuracy % (mean ± std)", "per seed %", "train s / seed"],
