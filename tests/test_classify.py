@@ -279,6 +279,46 @@ classifier_steps: [{classifier_steps}]
 
 
 @pytest.mark.slow
+def test_study_filters_the_dream_by_a_real_data_classifier_and_says_so(pattern_npzs, tmp_path):
+    """dream.keep_top: the study trains a filter classifier on the K real images, keeps per class the dreamed
+    images it gives the highest p(label | x), and its reports say that the synthetic set is a selection."""
+    real, _ = pattern_npzs
+    config = write_tiny_study(tmp_path, real, "filtered", budget="steps: [3]",
+                              dream="{per_class: [4], steps: 2, batch: 6, chunk: 6, workers: 1, keep_top: 0.5}",
+                              seeds=1, classifier_steps=4)
+    config.write_text(config.read_text().replace("augment: {", "augment: {arms: [real, synthetic], "))
+    assert main(["study", str(config)]) == 0
+    k_dir = tmp_path / "runs" / "filtered" / "K4"
+    summary = json.loads((k_dir.parent / "summary.json").read_text())
+    assert summary["per_k"]["4"]["synthetic_images"] == 6  # ceil(0.5 x 4) = 2 of each of the 3 classes
+    record = summary["per_k"]["4"]["filter"]
+    assert (record["dreamed"], record["kept"], record["keep_top"]) == (12, 6, 0.5)
+    assert "kept the top 50% per class by p(label | x) of a classifier trained on the real images (6 of 12; " in (
+        k_dir.parent / "summary.md").read_text()
+    # the same dream unfiltered with the CLI, scored by hand with the study's filter classifier: the study kept
+    # exactly the 2 most probable of each class
+    from dreamdata.classify.checkpoint import load_classifier
+
+    unfiltered = tmp_path / "unfiltered"
+    assert main(["dream", str(k_dir / "generator"), "--per-class", "4", "--out", str(unfiltered), "--sampler", "ddim",
+                 "--steps", "2", "--guidance", "1", "--seed", "0", "--batch", "6", "--chunk", "6", "--workers", "1",
+                 "--device", "cpu"]) == 0
+    everything = np.load(unfiltered / "dataset.npz")
+    classifier = load_classifier(k_dir / "filter-classifier.safetensors")
+    with torch.no_grad():
+        x = torch.from_numpy(everything["images"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        probabilities = classifier.network.eval()(x).softmax(dim=1).double()
+    p_label = [float(probabilities[i, label]) for i, label in enumerate(everything["labels"])]
+    expected = set()
+    for label in range(3):
+        members = sorted((i for i, y in enumerate(everything["labels"]) if y == label), key=lambda i: -p_label[i])
+        assert len(members) == 4 and p_label[members[1]] > p_label[members[2]] + 1e-6  # no tie at the cut
+        expected |= {int(everything["indices"][i]) for i in members[:2]}
+    assert set(np.load(k_dir / "synthetic" / "dataset.npz")["indices"].tolist()) == expected
+    assert record["mean_confidence_all"] == pytest.approx(np.mean(p_label), abs=1e-5)
+
+
+@pytest.mark.slow
 def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
     real, _ = pattern_npzs
     config = write_tiny_study(tmp_path, real, "tiny-study", budget="minutes: [0.02]",

@@ -221,6 +221,9 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
 
         filter_path = None
         if config.dream.keep_top is not None:
+            if not (k_dir / "filter-classifier.safetensors").is_file():
+                log(f"study K={k_label(k)}: training the filter classifier on the {len(real)} real images "
+                    f"({config.classifier_steps[index]} steps, seed 0) for dream.keep_top={config.dream.keep_top:g}")
             filter_path = _filter_classifier(config, index, real, k_dir / "filter-classifier.safetensors", device)
         started = time.perf_counter()
         log(f"study K={k_label(k)}: dreaming {config.dream.per_class[index]} images per class "
@@ -245,5 +248,6 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
                              "synthetic_images": len(synthetic), "dream_seconds": manifest.get("seconds"),
                              "dreaming": manifest.get("dreaming"),
                              "dreamed_with": {key: spec.get(key) for key in DREAM_SETTINGS},
+                             "filter": manifest.get("filter"),
                              "timings": timings}
     return write_study_report(study_dir, config, per_k, record)

@@ -37,7 +37,18 @@ def dream_description(entry: dict) -> str:
         text += f" in sigma ({w['guidance_interval'][0]:g}, {w['guidance_interval'][1]:g}]"
     text += f", {w.get('precision') or 'fp32'}, seed {w['seed']}"
     rate = (entry.get("dreaming") or {}).get("images_per_second")
-    return text + (f", {rate:.2f} images/s ({entry['dreaming']['layout']})" if rate else "")
+    text += f", {rate:.2f} images/s ({entry['dreaming']['layout']})" if rate else ""
+    return text + (f", {filter_description(entry['filter'])}" if entry.get("filter") else "")
+
+
+def filter_description(record: dict) -> str:
+    """What ``dream.keep_top`` did, from the manifest's ``filter`` record: the synthetic arms train on a
+    selection, and the report must say so (the filter classifier has seen the labelled real images), e.g.
+    ``kept the top 50% per class by p(label | x) of a classifier trained on the real images (1000 of 2000;
+    mean p 0.81 -> 0.97)``."""
+    return (f"kept the top {100 * record['keep_top']:g}% per class by p(label | x) of a classifier trained on the "
+            f"real images ({record['kept']} of {record['dreamed']}; mean p {record['mean_confidence_all']:.2f} -> "
+            f"{record['mean_confidence_kept']:.2f})")
 
 
 def study_markdown(config: StudyConfig, per_k: dict, record: dict | None = None) -> str:
