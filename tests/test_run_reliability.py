@@ -406,6 +406,41 @@ def test_a_resumed_dream_removes_stale_temporaries(reference_run, tmp_path, caps
     assert not temporaries(out)
 
 
+def test_an_interrupt_right_after_the_temporary_file_exists_removes_it(tmp_path, monkeypatch):
+    """atomic_path guards its temporary from the moment mkstemp made it: a Ctrl-C (or a worker's SIGTERM,
+    which raises the same KeyboardInterrupt) while it is closed and chmod-ed leaves nothing behind."""
+    import dreamdata.atomic as atomic
+
+    def interrupted_chmod(path, mode):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "chmod", interrupted_chmod)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_path(tmp_path / "chunk.npz") as temporary:
+            temporary.write_bytes(b"never reached")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_multi_process_dream_leaves_no_temporary_of_a_killed_worker(reference_run, tmp_path, capsys,
+                                                                           monkeypatch):
+    """A worker killed mid-write (SIGKILL after the stop's grace period) cannot remove its own temporary
+    file; once every worker has stopped, the dream removes it, whichever way the run ended."""
+    import dreamdata.dream.writer as writer
+    from dreamdata.errors import DreamdataError
+
+    def a_worker_dies_mid_write(spec, out_dir, *args, **kwargs):
+        (out_dir / ".chunks").mkdir(parents=True, exist_ok=True)
+        (out_dir / ".chunks" / ".chunk-000001.npz.k1ll3d00.tmp").write_bytes(b"half a chunk")
+        raise DreamdataError("dream worker 2 of 2 died (killed by SIGKILL)")
+
+    monkeypatch.setattr(writer, "dream_in_processes", a_worker_dies_mid_write)
+    out = tmp_path / "set"
+    code, _, err = cli(capsys, "dream", reference_run, "--per-class", "2", "--steps", "2", "--chunk", "2",
+                       "--device", "cpu", "--workers", "2", "--out", out)
+    assert code == 2 and "dream worker 2 of 2 died" in err
+    assert not temporaries(out)
+
+
 # -- 6: Ctrl-C and kill -9, then --resume -------------------------------------------------------------------
 
 def _launch(run_dir: Path, overrides: list[str]) -> subprocess.Popen:

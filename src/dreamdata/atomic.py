@@ -43,10 +43,10 @@ def atomic_path(destination: PathLike) -> Iterator[Path]:
         if error.errno in DISK_FULL_ERRNOS:
             raise _disk_full(destination, error) from None
         raise
-    os.close(handle)
     temporary_path = Path(temporary)
-    os.chmod(temporary_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
-    try:
+    try:  # from the moment the file exists: an interrupt while closing or chmod-ing it also removes it
+        os.close(handle)
+        os.chmod(temporary_path, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
         yield temporary_path
         with open(temporary_path, "rb+") as written:
             os.fsync(written.fileno())

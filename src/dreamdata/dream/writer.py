@@ -153,6 +153,10 @@ def _dream_in_workers(spec: DreamSpec, out_dir: Path, pending: list[int], layout
         dream_in_processes(spec, out_dir, shares, layout.threads, batch_size, max_chunks, poll, **sampler_options)
     finally:
         bar.close()
+        # every worker has exited (dream_in_processes stops them before it returns or raises), so no write is
+        # live: a worker killed mid-write (past the stop's grace period, or signalled between creating its
+        # temporary file and guarding it) leaves no half-written chunk behind
+        remove_stale_temporaries(out_dir / CHUNK_DIR)
 
 
 def read_chunks(out_dir: Path, spec: DreamSpec) -> dict[str, np.ndarray]:
