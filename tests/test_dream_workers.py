@@ -221,6 +221,14 @@ def test_ctrl_c_and_a_killed_worker_stop_every_worker_and_the_set_resumes(tiny_r
     assert not [pid for pid in workers if _alive(pid)]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
+    process = _start(run, out)  # resumes; SIGTERM to the parent (kill, timeout, a scheduler): no orphans either
+    workers = _wait_for_workers(process)
+    os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert not [pid for pid in workers if _alive(pid)]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
     process = _start(run, out)  # resumes; then one worker is killed outright
     workers = _wait_for_workers(process)
     os.kill(workers[0], signal.SIGKILL)

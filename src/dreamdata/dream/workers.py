@@ -134,6 +134,9 @@ def dream_in_processes(spec, out_dir: Path, shares: Sequence[Sequence[int]], thr
     the other workers are stopped before the exception leaves.
     """
     context = multiprocessing.get_context("spawn")
+    # SIGTERM (kill, timeout, a batch scheduler's stop) would end this process without its finally, leaving the
+    # workers dreaming on as orphans: while they run it unwinds like Ctrl-C, so they are stopped below
+    previous_sigterm = _raise_keyboard_interrupt_on_sigterm()
     messages = context.Queue()
     workers = [context.Process(target=_worker, name=f"dreamdata-dream-worker-{rank}", daemon=True,
                                args=(rank, threads, spec, str(out_dir), list(share), batch_size, max_chunks,
@@ -149,6 +152,20 @@ def dream_in_processes(spec, out_dir: Path, shares: Sequence[Sequence[int]], thr
         _stop(workers)
         messages.close()
         messages.join_thread()
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _raise_keyboard_interrupt_on_sigterm():
+    """Make SIGTERM raise KeyboardInterrupt in this (main) thread; returns the handler to restore, or None
+    where signals cannot be set (a thread other than the main one)."""
+    def interrupted(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupted)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        return None
 
 
 def _wait(workers, messages, poll: Callable[[], None]) -> None:
