@@ -213,21 +213,15 @@ def test_ctrl_c_and_a_killed_worker_stop_every_worker_and_the_set_resumes(tiny_r
     assert 0 < len(written) < 3 * SIGNALLED_PER_CLASS
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
-    process = _start(run, out)  # resumes; SIGINT to the parent alone: it stops the workers itself
-    workers = _wait_for_workers(process)
-    os.kill(process.pid, signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert not [pid for pid in workers if _alive(pid)]
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-
-    process = _start(run, out)  # resumes; SIGTERM to the parent (kill, timeout, a scheduler): no orphans either
-    workers = _wait_for_workers(process)
-    os.kill(process.pid, signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert not [pid for pid in workers if _alive(pid)]
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    # resumes; SIGINT to the parent alone, then SIGTERM (kill, timeout, a scheduler): it stops the workers itself
+    for signalled in (signal.SIGINT, signal.SIGTERM):
+        process = _start(run, out)
+        workers = _wait_for_workers(process)
+        os.kill(process.pid, signalled)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 130, err
+        assert not [pid for pid in workers if _alive(pid)]
+        assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
     process = _start(run, out)  # resumes; then one worker is killed outright
     workers = _wait_for_workers(process)
