@@ -25,7 +25,7 @@ from dreamdata.classify.train import augment_batch, lr_factor
 from dreamdata.cli import main
 from dreamdata.data import resolve_hflip
 from dreamdata.errors import ConfigError
-from dreamdata.experiments.study.arms import parse_arms, synthetic_subset
+from dreamdata.experiments.study.arms import arm_file_stem, arm_stages, parse_arms, synthetic_subset, uses_synthetic
 from dreamdata.experiments.study.config import load_study_config
 from dreamdata.experiments.study.pipeline import generator_run_config
 
@@ -133,11 +133,44 @@ def test_small_cnn_learns_a_separable_dataset():
     assert accuracy(confusion_matrix(torch.from_numpy(test_labels), predicted, 3)) >= 0.95
 
 
+def test_fine_tuning_starts_from_the_given_weights_and_leaves_them_alone():
+    """``initial`` replaces the seeded initial weights: with a zero learning rate (AdamW moves nothing, weight
+    decay included, as both scale with lr) fine-tuning returns exactly the initial weights, whatever its seed;
+    with a real learning rate it moves away from them and leaves the initial network untouched. (Weights only:
+    batch-norm running statistics follow the data in training mode whatever the learning rate.)"""
+    images, labels = make_pattern_images(per_class=8, seed=0)
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(labels)
+    config = ClassifierConfig(steps=5, batch_size=8, hflip=False, crop_padding=0)
+    frozen_config = ClassifierConfig(steps=5, batch_size=8, lr=0.0, hflip=False, crop_padding=0)
+
+    def weights(network):
+        return {name: value.detach().clone() for name, value in network.named_parameters()}
+
+    def same(a, b):
+        return all(torch.equal(a[name], b[name]) for name in a)
+
+    first = train_classifier(images, labels, 3, config, seed=0)
+    before = weights(first)
+    frozen = train_classifier(images.flip(3), labels, 3, frozen_config, seed=7, initial=first)
+    assert same(weights(frozen), before)
+    fresh = train_classifier(images.flip(3), labels, 3, frozen_config, seed=7)
+    assert not same(weights(fresh), before)  # without ``initial``: seed 7's own initial weights
+    tuned = train_classifier(images.flip(3), labels, 3, config, seed=7, initial=first)
+    assert same(weights(first), before) and not same(weights(tuned), before)
+
+
 def test_arms_and_synthetic_ratio():
     assert parse_arms("real, real+synthetic,synthetic") == ["real", "real+synthetic", "synthetic"]
-    for bad in ("real+real", "fake", ""):
+    assert parse_arms("real,synthetic>real,real>real") == ["real", "synthetic>real", "real>real"]
+    for bad in ("real+real", "fake", "", "synthetic>", ">real", "real>fake", "real+real>synthetic", "real,real"):
         with pytest.raises(ConfigError):
             parse_arms(bad)
+    assert arm_stages("synthetic>real+synthetic") == ["synthetic", "real+synthetic"]
+    assert [uses_synthetic(arm) for arm in ("real", "real>real", "synthetic>real", "real+synthetic")] == [
+        False, False, True, True]
+    assert [arm_file_stem(arm) for arm in ("real+synthetic", "synthetic>real")] == [
+        "real_synthetic", "synthetic-then-real"]
     from dreamdata.data.image_data import ImageData
 
     real = ImageData(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]), ["a", "b"], "real")
@@ -206,6 +239,40 @@ def test_augment_cli_reports_every_arm_and_resumes(pattern_npzs, tmp_path, capsy
     assert again["arms"]["real+synthetic"]["train_images"] == 24
     assert main(args[:-2] + ["--out", str(tmp_path / "x"), "--arms", "real,synthetic", "--synthetic",
                              str(tmp_path / "nope")]) == 2
+
+
+def test_staged_arm_pretrains_on_synthetic_then_fine_tunes_on_real(pattern_npzs, tmp_path):
+    """``synthetic>real`` is the classifier trained on the synthetic set and then on the real one (the same seed,
+    ``--steps`` each), composed here by hand from ``train_classifier``; ``real>real`` does not depend on the
+    synthetic set, so another dreamed set retrains only the arms that use it."""
+    from dreamdata.data import load_dataset
+    from dreamdata.config import DataConfig
+
+    real, synthetic = pattern_npzs
+    out = tmp_path / "staged"
+    args = ["augment", "--real", f"npz:{real}", "--real-per-class", "4", "--synthetic", str(synthetic),
+            "--arms", "real,synthetic>real,real>real", "--seeds", "1", "--steps", "6", "--batch-size", "8",
+            "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    records = {r["arm"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert records["synthetic>real"]["stage_images"] == [36, 12] and records["synthetic>real"]["train_steps"] == 12
+    assert records["real>real"]["stage_images"] == [12, 12] and records["real"]["train_steps"] == 6
+
+    train = load_dataset(DataConfig(dataset=f"npz:{real}", per_class=4), "train")
+    test = load_dataset(DataConfig(dataset=f"npz:{real}"), "test")
+    dreamed = load_dataset(DataConfig(dataset=f"npz:{synthetic}"), "train")
+    config = ClassifierConfig(steps=6, batch_size=8, hflip=False)
+    pretrained = train_classifier(dreamed.images, dreamed.labels, 3, config, seed=0)
+    tuned = train_classifier(train.images, train.labels, 3, config, seed=0, initial=pretrained)
+    predicted = predict_probabilities(tuned, test.images).argmax(1)
+    assert records["synthetic>real"]["confusion"] == confusion_matrix(test.labels, predicted, 3).tolist()
+
+    report = (out / "summary.md").read_text()
+    assert "| synthetic>real | 36 > 12 |" in report and "Staged arms (synthetic>real, real>real)" in report
+    assert (out / "confusion-synthetic-then-real.png").is_file()
+    assert main(args + ["--synthetic-ratio", "1"]) == 0
+    arms = [json.loads(line)["arm"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert arms == ["real", "synthetic>real", "real>real", "synthetic>real"]
 
 
 def test_hflip_options_of_augment_and_classifier(pattern_npzs, tmp_path, capsys):

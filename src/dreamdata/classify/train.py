@@ -80,17 +80,21 @@ def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, config: ClassifierConfig,
-                     seed: int, device: torch.device | str = "cpu") -> nn.Module:
-    """Train a fresh classifier on uint8 ``images [N, C, H, W]`` and ``labels [N]``; returns it in eval mode.
+                     seed: int, device: torch.device | str = "cpu", initial: nn.Module | None = None) -> nn.Module:
+    """Train a classifier on uint8 ``images [N, C, H, W]`` and ``labels [N]``; returns it in eval mode.
 
     ``seed`` fixes the initial weights, the batch order and the augmentation, so one seed is one
-    reproducible training run.
+    reproducible training run. ``initial`` (a network of the same architecture, left unchanged) replaces the
+    seeded initial weights: fine-tuning, e.g. on real images after pre-training on dreamed ones, with a fresh
+    optimiser and the same warm-up and decay over ``config.steps``.
     """
     if len(images) == 0:
         raise ValueError("train_classifier: the training set is empty")
     device = torch.device(device)
     torch.manual_seed(seed)
     network = build_classifier(config.network, int(images.shape[1]), num_classes).to(device)
+    if initial is not None:
+        network.load_state_dict(initial.state_dict())
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.steps, config.warmup_fraction))

@@ -46,7 +46,10 @@ def add_augment(subparsers) -> None:
     parser.add_argument("--synthetic", metavar="DIR", help="dreamed dataset (`dreamdata dream --out`), image "
                                                            "folder or .npz")
     parser.add_argument("--arms", default="real,real+synthetic,synthetic",
-                        help="comma-separated arms; the first is the baseline of the paired comparisons")
+                        help="comma-separated arms; the first is the baseline of the paired comparisons. An arm "
+                             "is a training set (real, synthetic, real+synthetic) or sets trained in turn, "
+                             "joined by '>' (synthetic>real: pre-train on the dreamed images, then fine-tune on "
+                             "the real ones, --steps each; real>real is its control)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per arm (default 5)")
     parser.add_argument("--synthetic-ratio", type=positive_float, metavar="R",
                         help="use R synthetic images per real image of each class (default: all)")
@@ -108,7 +111,7 @@ def hflip_choice(args) -> str:
 def _run_augment(args) -> int:
     from dreamdata.dream.load import load_synthetic
     from dreamdata.dream.manifest import file_sha256
-    from dreamdata.experiments.study.arms import parse_arms
+    from dreamdata.experiments.study.arms import parse_arms, uses_synthetic
     from dreamdata.experiments.study.augment import AugmentConfig, run_augment
     from dreamdata.training.setup import resolve_device
 
@@ -127,7 +130,7 @@ def _run_augment(args) -> int:
 
             expected = file_sha256(load_trained(args.expect_model).checkpoint)
         synthetic, _ = load_synthetic(args.synthetic, real, expected)
-    elif any("synthetic" in arm for arm in arms):
+    elif any(uses_synthetic(arm) for arm in arms):
         raise DreamdataError(f"--arms {args.arms}: the synthetic arms need --synthetic DIR")
     summary = run_augment(real, test, synthetic, config, args.out, device=resolve_device(args.device))
     from dreamdata.experiments.study.augment import summary_markdown

@@ -18,6 +18,23 @@ from dreamdata.data.image_data import ImageData
 from dreamdata.errors import ConfigError, DataError
 
 SOURCES = ("real", "synthetic")
+STAGE_SEPARATOR = ">"
+
+
+def arm_stages(arm: str) -> list[str]:
+    """The training sets an arm trains on, in order: ``synthetic>real`` -> ``["synthetic", "real"]``."""
+    return arm.split(STAGE_SEPARATOR)
+
+
+def uses_synthetic(arm: str) -> bool:
+    """Whether any stage of ``arm`` trains on the synthetic images."""
+    return any("synthetic" in stage.split("+") for stage in arm_stages(arm))
+
+
+def arm_file_stem(arm: str) -> str:
+    """The arm's name as a file-name part: ``real+synthetic`` -> ``real_synthetic``,
+    ``synthetic>real`` -> ``synthetic-then-real``."""
+    return arm.replace("+", "_").replace(STAGE_SEPARATOR, "-then-")
 
 
 def parse_arms(text: str | list[str]) -> list[str]:
@@ -26,10 +43,12 @@ def parse_arms(text: str | list[str]) -> list[str]:
     if not arms:
         raise ConfigError("arms: give at least one arm, e.g. real,real+synthetic,synthetic")
     for arm in arms:
-        parts = arm.split("+")
-        if any(part not in SOURCES for part in parts) or len(set(parts)) != len(parts):
-            raise ConfigError(f"arm {arm!r}: expected sources from {', '.join(SOURCES)} joined by '+', "
-                              "e.g. real+synthetic")
+        for stage in arm_stages(arm):
+            parts = stage.split("+")
+            if any(part not in SOURCES for part in parts) or len(set(parts)) != len(parts):
+                raise ConfigError(f"arm {arm!r}: expected sources from {', '.join(SOURCES)} joined by '+' "
+                                  f"(e.g. real+synthetic), or such sets trained in turn joined by "
+                                  f"'{STAGE_SEPARATOR}' (e.g. synthetic{STAGE_SEPARATOR}real)")
     if len(set(arms)) != len(arms):
         raise ConfigError(f"arms: {arms} lists an arm twice")
     return arms
@@ -55,13 +74,13 @@ def synthetic_subset(synthetic: ImageData, real: ImageData, ratio: float | None)
     return synthetic.subset(torch.sort(torch.cat(kept)).values)
 
 
-def arm_training_set(arm: str, real: ImageData, synthetic: ImageData | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images and labels the arm trains on (real first, then synthetic)."""
+def arm_training_set(stage: str, real: ImageData, synthetic: ImageData | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images and labels one stage of an arm trains on (real first, then synthetic)."""
     images, labels = [], []
-    for source in arm.split("+"):
+    for source in stage.split("+"):
         data = real if source == "real" else synthetic
         if data is None:
-            raise ConfigError(f"arm {arm!r} needs a synthetic dataset (--synthetic)")
+            raise ConfigError(f"arm stage {stage!r} needs a synthetic dataset (--synthetic)")
         images.append(data.images)
         labels.append(data.labels)
     return torch.cat(images), torch.cat(labels)

@@ -34,7 +34,14 @@ from dreamdata.data.image_data import ImageData
 from dreamdata.errors import DataError
 from dreamdata.finite_json import dumps as finite_dumps
 from dreamdata.finite_json import restore as restore_nonfinite
-from dreamdata.experiments.study.arms import arm_training_set, parse_arms, synthetic_subset
+from dreamdata.experiments.study.arms import (
+    arm_file_stem,
+    arm_stages,
+    arm_training_set,
+    parse_arms,
+    synthetic_subset,
+    uses_synthetic,
+)
 
 RESULTS = "results.jsonl"
 
@@ -75,7 +82,7 @@ def arm_identity(identity: dict, arm: str) -> dict:
     """The part of ``identity`` an arm's result depends on: an arm without synthetic images does not
     depend on the synthetic set, so its results are reused when only the synthetic set changes (a study
     comparing several dreamed sets trains its real-only baseline once)."""
-    if "synthetic" in arm.split("+"):
+    if uses_synthetic(arm):
         return identity
     return {key: value for key, value in identity.items() if key not in SYNTHETIC_KEYS}
 
@@ -119,19 +126,24 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
         for arm in arms:
             if (arm, seed) in done:
                 continue
-            images, labels = arm_training_set(arm, real, synthetic)
             started = time.perf_counter()
-            network = train_classifier(images, labels, real.num_classes, config.classifier, seed=seed, device=device)
+            network, stage_images = None, []
+            for stage in arm_stages(arm):  # one stage for a plain arm; a staged arm fine-tunes stage by stage
+                images, labels = arm_training_set(stage, real, synthetic)
+                network = train_classifier(images, labels, real.num_classes, config.classifier, seed=seed,
+                                           device=device, initial=network)
+                stage_images.append(len(images))
             train_seconds = time.perf_counter() - started
             predicted = predict_probabilities(network, test.images, config.classifier.eval_batch_size).argmax(1)
             confusion = confusion_matrix(test.labels, predicted, real.num_classes)
-            record = {"arm": arm, "seed": seed, "accuracy": accuracy(confusion), "train_images": len(images),
+            record = {"arm": arm, "seed": seed, "accuracy": accuracy(confusion), "train_images": sum(stage_images),
+                      "stage_images": stage_images, "train_steps": config.classifier.steps * len(stage_images),
                       "train_seconds": round(train_seconds, 2), "confusion": confusion.tolist(),
                       "identity": arm_identity(identity, arm)}
             append_line(out_dir / RESULTS, finite_dumps(record))
             done[(arm, seed)] = record
             log(f"augment: seed {seed} {arm:<16} accuracy {record['accuracy']:.4f} "
-                f"({len(images)} training images, {train_seconds:.1f} s)")
+                f"({describe_training_images(record)} training images, {train_seconds:.1f} s)")
     summary = summarise(done, arms, config, real.class_names, identity, test.source)
     write_report(out_dir, summary, real.class_names)
     return summary
@@ -152,6 +164,8 @@ def summarise(done: dict[tuple[str, int], dict], arms: list[str], config: Augmen
         per_arm[arm] = {
             "accuracy_mean": mean, "accuracy_std": std, "accuracies": accuracies,
             "train_images": records[0]["train_images"],
+            "stage_images": records[0].get("stage_images", [records[0]["train_images"]]),
+            "train_steps": records[0].get("train_steps", config.classifier.steps),
             "train_seconds_mean": sum(r["train_seconds"] for r in records) / len(records),
             "precision": torch.stack([s.precision for s in scores]).mean(0).tolist(),
             "recall": torch.stack([s.recall for s in scores]).mean(0).tolist(),
@@ -174,8 +188,23 @@ def tested_on(summary: dict) -> str:
     return (summary.get("test") or {}).get("described", "the real test split")
 
 
+def describe_training_images(row: dict) -> str:
+    """``5000``, or a staged arm's sets in training order: ``10000 > 5000``."""
+    stages = row.get("stage_images") or [row["train_images"]]
+    return " > ".join(str(count) for count in stages)
+
+
 def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def staged_note(arms: dict) -> str:
+    """The sentence a report needs when an arm trains in stages (its budget is per stage), else ``""``."""
+    staged = [arm for arm in arms if len(arm_stages(arm)) > 1]
+    if not staged:
+        return ""
+    return (f" Staged arms ({', '.join(staged)}) train each stage for that many steps, each stage from the "
+            "previous one's weights with a fresh optimiser and schedule.")
 
 
 def summary_markdown(summary: dict) -> str:
@@ -185,11 +214,11 @@ def summary_markdown(summary: dict) -> str:
     c = summary["config"]["classifier"]
     lines = [f"Classifier (every arm and seed): {c['network']}, {c['steps']} steps of batch {c['batch_size']}, "
              f"lr {c['lr']:g}; horizontal flips {'on' if c['hflip'] else 'off'}, random shifts up to "
-             f"{c['crop_padding']} px.", "",
+             f"{c['crop_padding']} px." + staged_note(arms), "",
              f"## Accuracy on {tested_on(summary)} ({n} seeds, mean ± std)", "",
              "| arm | training images | accuracy % | per-seed % | train s/seed |", "| --- | --: | --: | --- | --: |"]
     for arm, row in arms.items():
-        lines.append(f"| {arm} | {row['train_images']} | {_pct(row['accuracy_mean'])} ± {_pct(row['accuracy_std'])} "
+        lines.append(f"| {arm} | {describe_training_images(row)} | {_pct(row['accuracy_mean'])} ± {_pct(row['accuracy_std'])} "
                      f"| {', '.join(_pct(a) for a in row['accuracies'])} | {row['train_seconds_mean']:.1f} |")
     if summary["comparisons"]:
         lines += ["", "## Paired differences (same seeds; Student t, 95% CI)", "",
@@ -216,6 +245,6 @@ def write_report(out_dir: Path, summary: dict, class_names: list[str]) -> None:
     write_text_atomic(out_dir / "summary.json", finite_dumps(summary, indent=2) + "\n")
     write_text_atomic(out_dir / "summary.md", summary_markdown(summary))
     for arm, row in summary["arms"].items():
-        write_confusion_png(out_dir / f"confusion-{arm.replace('+', '_')}.png", torch.tensor(row["confusion_sum"]),
+        write_confusion_png(out_dir / f"confusion-{arm_file_stem(arm)}.png", torch.tensor(row["confusion_sum"]),
                             class_names, f"{arm}: confusion over {len(summary['seeds'])} seeds "
                                          f"(accuracy {_pct(row['accuracy_mean'])}%)")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from dreamdata.experiments.study.arms import arm_file_stem
+from dreamdata.experiments.study.augment import describe_training_images, staged_note
 from dreamdata.reports.html.dream_page import add_dream_digest
 from dreamdata.reports.html.figures import forest_plot
 from dreamdata.reports.html.page import Page, anchor, percent
@@ -55,10 +57,10 @@ def add_augment(page: Page, out_dir: Path, name: str, expected: int | None = Non
     classifier = summary.get("config", {}).get("classifier", {})
     page.text(f"Classifier for every arm and seed: {classifier.get('network', '?')}, {classifier.get('steps', '?')} "
               f"steps of batch {classifier.get('batch_size', '?')}; tested on {(summary.get('test') or {}).get('described', 'the real test split')}; "
-              f"N = {len(summary['seeds'])} seeds per arm.")
+              f"N = {len(summary['seeds'])} seeds per arm." + staged_note(summary["arms"]))
     page.heading("Accuracy per arm")
     page.table(["arm", "training images", "accuracy % (mean ± std)", "per seed %", "train s / seed"],
-               [[arm, row["train_images"], f"{percent(row['accuracy_mean'])} ± {percent(row['accuracy_std'])}",
+               [[arm, describe_training_images(row), f"{percent(row['accuracy_mean'])} ± {percent(row['accuracy_std'])}",
                  ", ".join(percent(a) for a in row["accuracies"]), f"{row['train_seconds_mean']:.1f}"]
                 for arm, row in arms.items()], numeric=(1, 2, 4))
     comparisons = summary.get("comparisons") or {}
@@ -80,7 +82,7 @@ def add_augment(page: Page, out_dir: Path, name: str, expected: int | None = Non
                         for k, cls in enumerate(names)], numeric=range(1, len(header)))
     page.heading("Confusion matrices (summed over seeds)")
     for arm in arms:
-        page.image(out_dir / f"confusion-{arm.replace('+', '_')}.png",
+        page.image(out_dir / f"confusion-{arm_file_stem(arm)}.png",
                    f"{arm}: rows true class, columns predicted; N = {len(summary['seeds'])} seeds x test split")
 
 
