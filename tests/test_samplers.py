@@ -627,6 +627,10 @@ def test_spacings_match_the_papers_examples():
     assert timestep_sequence(1000, 10, "quadratic").tolist() == [800, 632, 484, 356, 247, 158, 89, 40, 10, 0]
     assert timestep_sequence(1000, 100, "quadratic").tolist()[-6:] == [5, 4, 3, 2, 1, 0]  # nudged apart
     assert timestep_sequence(1000, 1).tolist() == [999]
+    # quadratic-trailing by hand: round(999 (k / 10)^2) for k = 10 .. 1
+    assert timestep_sequence(1000, 10, "quadratic-trailing").tolist() == [999, 809, 639, 490, 360, 250, 160, 90, 40, 10]
+    assert timestep_sequence(1000, 1, "quadratic-trailing").tolist() == [999]
+    assert timestep_sequence(1000, 100, "quadratic-trailing").tolist()[-4:] == [3, 2, 1, 0]  # colliding near 0: nudged up
     with pytest.raises(ValueError, match="linspace, leading, trailing, quadratic"):
         timestep_sequence(1000, 10, "karras")
 
