@@ -630,7 +630,7 @@ def test_spacings_match_the_papers_examples():
     # quadratic-trailing by hand: round(999 (k / 10)^2) for k = 10 .. 1
     assert timestep_sequence(1000, 10, "quadratic-trailing").tolist() == [999, 809, 639, 490, 360, 250, 160, 90, 40, 10]
     assert timestep_sequence(1000, 1, "quadratic-trailing").tolist() == [999]
-    assert timestep_sequence(1000, 100, "quadratic-trailing").tolist()[-4:] == [3, 2, 1, 0]  # colliding near 0: nudged up
+    assert timestep_sequence(1000, 100, "quadratic-trailing").tolist()[-4:] == [3, 2, 1, 0]  # nudged up
     with pytest.raises(ValueError, match="linspace, leading, trailing, quadratic"):
         timestep_sequence(1000, 10, "karras")
 

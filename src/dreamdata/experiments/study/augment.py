@@ -218,7 +218,8 @@ def summary_markdown(summary: dict) -> str:
              f"## Accuracy on {tested_on(summary)} ({n} seeds, mean ± std)", "",
              "| arm | training images | accuracy % | per-seed % | train s/seed |", "| --- | --: | --: | --- | --: |"]
     for arm, row in arms.items():
-        lines.append(f"| {arm} | {describe_training_images(row)} | {_pct(row['accuracy_mean'])} ± {_pct(row['accuracy_std'])} "
+        lines.append(f"| {arm} | {describe_training_images(row)} "
+                     f"| {_pct(row['accuracy_mean'])} ± {_pct(row['accuracy_std'])} "
                      f"| {', '.join(_pct(a) for a in row['accuracies'])} | {row['train_seconds_mean']:.1f} |")
     if summary["comparisons"]:
         lines += ["", "## Paired differences (same seeds; Student t, 95% CI)", "",

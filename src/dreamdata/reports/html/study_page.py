@@ -60,7 +60,8 @@ def add_augment(page: Page, out_dir: Path, name: str, expected: int | None = Non
               f"N = {len(summary['seeds'])} seeds per arm." + staged_note(summary["arms"]))
     page.heading("Accuracy per arm")
     page.table(["arm", "training images", "accuracy % (mean ± std)", "per seed %", "train s / seed"],
-               [[arm, describe_training_images(row), f"{percent(row['accuracy_mean'])} ± {percent(row['accuracy_std'])}",
+               [[arm, describe_training_images(row),
+                 f"{percent(row['accuracy_mean'])} ± {percent(row['accuracy_std'])}",
                  ", ".join(percent(a) for a in row["accuracies"]), f"{row['train_seconds_mean']:.1f}"]
                 for arm, row in arms.items()], numeric=(1, 2, 4))
     comparisons = summary.get("comparisons") or {}
