@@ -112,18 +112,23 @@ def select_classes(data: ImageData, classes: Sequence[Union[int, str]]) -> Image
     return ImageData(data.images[keep], remapped[keep], names, data.source)
 
 
-def cap_per_class(data: ImageData, per_class: int, seed: int) -> ImageData:
-    """Keep at most ``per_class`` images of each class: the first ones after a seeded shuffle.
-
-    The kept images stay in their original order. The same data and seed always keep the same images.
-    """
+def per_class_indices(data: ImageData, per_class: int, seed: int) -> torch.Tensor:
+    """The sorted indices of at most ``per_class`` images of each class: the first ones after a seeded shuffle
+    (what :func:`cap_per_class` keeps; the rest is what a study can hold out)."""
     if per_class < 1:
         raise DataError(f"data.per_class: expected a positive integer, got {per_class}")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     shuffled_labels = data.labels.cpu()[order]
     kept = [order[shuffled_labels == label][:per_class] for label in range(data.num_classes)]
-    indices = torch.sort(torch.cat(kept)).values if kept else torch.zeros(0, dtype=torch.int64)
-    return data.subset(indices)
+    return torch.sort(torch.cat(kept)).values if kept else torch.zeros(0, dtype=torch.int64)
+
+
+def cap_per_class(data: ImageData, per_class: int, seed: int) -> ImageData:
+    """Keep at most ``per_class`` images of each class: the first ones after a seeded shuffle.
+
+    The kept images stay in their original order. The same data and seed always keep the same images.
+    """
+    return data.subset(per_class_indices(data, per_class, seed))
 
 
 def split_validation(data: ImageData, fraction: float, seed: int) -> tuple[ImageData, ImageData]:

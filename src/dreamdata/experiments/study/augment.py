@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -96,22 +96,32 @@ def _matches(recorded: dict, identity: dict, arm: str) -> bool:
     return arm_identity(recorded, arm) == wanted
 
 
-def _read_results(path: Path, identity: dict) -> dict[tuple[str, int], dict]:
+def _read_results(path: Path, identities: dict[str, dict]) -> dict[tuple[str, int], dict]:
+    """The results lines of ``path`` that match their arm's identity (``identities``: arm -> identity)."""
     done: dict[tuple[str, int], dict] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
                 record = restore_nonfinite(json.loads(line))
                 arm = record.get("arm", "")
-                if _matches(record.get("identity") or {}, identity, arm):
+                if arm in identities and _matches(record.get("identity") or {}, identities[arm], arm):
                     done[(arm, record["seed"])] = record
     return done
 
 
+def arm_classifier(config: AugmentConfig, arm: str, arm_steps: dict[str, int] | None) -> ClassifierConfig:
+    """The classifier config of ``arm``: the study's, with the arm's own step budget where ``arm_steps`` gives
+    one (a study that chose each arm's budget on held-out images, :mod:`~dreamdata.experiments.study.selection`)."""
+    if arm_steps is None or arm not in arm_steps:
+        return config.classifier
+    return replace(config.classifier, steps=int(arm_steps[arm]))
+
+
 def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, config: AugmentConfig,
                 out_dir: str | Path, device: torch.device | str = "cpu",
-                log: Callable[[str], None] = print) -> dict:
-    """Run (or finish) the study into ``out_dir`` and write its report; returns the summary."""
+                log: Callable[[str], None] = print, arm_steps: dict[str, int] | None = None) -> dict:
+    """Run (or finish) the study into ``out_dir`` and write its report; returns the summary. ``arm_steps``
+    (arm -> optimiser steps) replaces ``config.classifier.steps`` for the arms it names."""
     arms = parse_arms(config.arms)
     if test.class_names != real.class_names:
         raise DataError(f"the test split's classes {test.class_names} differ from the training split's "
@@ -121,7 +131,9 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     identity = _identity(config, real, synthetic, test)
-    done = _read_results(out_dir / RESULTS, identity)
+    classifiers = {arm: arm_classifier(config, arm, arm_steps) for arm in arms}
+    identities = {arm: _identity(replace(config, classifier=classifiers[arm]), real, synthetic, test) for arm in arms}
+    done = _read_results(out_dir / RESULTS, identities)
     for seed in range(config.seeds):
         for arm in arms:
             if (arm, seed) in done:
@@ -130,29 +142,31 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
             network, stage_images = None, []
             for stage in arm_stages(arm):  # one stage for a plain arm; a staged arm fine-tunes stage by stage
                 images, labels = arm_training_set(stage, real, synthetic)
-                network = train_classifier(images, labels, real.num_classes, config.classifier, seed=seed,
+                network = train_classifier(images, labels, real.num_classes, classifiers[arm], seed=seed,
                                            device=device, initial=network)
                 stage_images.append(len(images))
             train_seconds = time.perf_counter() - started
             predicted = predict_probabilities(network, test.images, config.classifier.eval_batch_size).argmax(1)
             confusion = confusion_matrix(test.labels, predicted, real.num_classes)
             record = {"arm": arm, "seed": seed, "accuracy": accuracy(confusion), "train_images": sum(stage_images),
-                      "stage_images": stage_images, "train_steps": config.classifier.steps * len(stage_images),
+                      "stage_images": stage_images, "train_steps": classifiers[arm].steps * len(stage_images),
                       "train_seconds": round(train_seconds, 2), "confusion": confusion.tolist(),
-                      "identity": arm_identity(identity, arm)}
+                      "identity": arm_identity(identities[arm], arm)}
             append_line(out_dir / RESULTS, finite_dumps(record))
             done[(arm, seed)] = record
             log(f"augment: seed {seed} {arm:<16} accuracy {record['accuracy']:.4f} "
                 f"({describe_training_images(record)} training images, {train_seconds:.1f} s)")
-    summary = summarise(done, arms, config, real.class_names, identity, test.source)
+    summary = summarise(done, arms, config, real.class_names, identity, test.source, classifiers)
     write_report(out_dir, summary, real.class_names)
     return summary
 
 
 def summarise(done: dict[tuple[str, int], dict], arms: list[str], config: AugmentConfig,
-              class_names: list[str], identity: dict, test_source: str) -> dict:
+              class_names: list[str], identity: dict, test_source: str,
+              classifiers: dict[str, ClassifierConfig] | None = None) -> dict:
     """Accuracy mean ± std per arm, per-class scores, summed confusion, paired comparisons with the first arm;
-    ``test_source`` names the images every classifier was scored on (e.g. ``fashion-mnist (test)``)."""
+    ``test_source`` names the images every classifier was scored on (e.g. ``fashion-mnist (test)``);
+    ``classifiers`` (arm -> its config) gives each arm's steps per stage when they differ from the study's."""
     seeds = list(range(config.seeds))
     per_arm = {}
     for arm in arms:
@@ -166,6 +180,7 @@ def summarise(done: dict[tuple[str, int], dict], arms: list[str], config: Augmen
             "train_images": records[0]["train_images"],
             "stage_images": records[0].get("stage_images", [records[0]["train_images"]]),
             "train_steps": records[0].get("train_steps", config.classifier.steps),
+            "steps_per_stage": (classifiers or {}).get(arm, config.classifier).steps,
             "train_seconds_mean": sum(r["train_seconds"] for r in records) / len(records),
             "precision": torch.stack([s.precision for s in scores]).mean(0).tolist(),
             "recall": torch.stack([s.recall for s in scores]).mean(0).tolist(),
@@ -212,14 +227,18 @@ def summary_markdown(summary: dict) -> str:
     arms, names = summary["arms"], summary["class_names"]
     n = len(summary["seeds"])
     c = summary["config"]["classifier"]
-    lines = [f"Classifier (every arm and seed): {c['network']}, {c['steps']} steps of batch {c['batch_size']}, "
+    own_steps = len({row.get("steps_per_stage", c["steps"]) for row in arms.values()}) > 1
+    budget = "each arm's own steps (the table's steps column)" if own_steps else f"{c['steps']} steps"
+    lines = [f"Classifier (every arm and seed): {c['network']}, {budget} of batch {c['batch_size']}, "
              f"lr {c['lr']:g}; horizontal flips {'on' if c['hflip'] else 'off'}, random shifts up to "
              f"{c['crop_padding']} px." + staged_note(arms), "",
              f"## Accuracy on {tested_on(summary)} ({n} seeds, mean ± std)", "",
-             "| arm | training images | accuracy % | per-seed % | train s/seed |", "| --- | --: | --: | --- | --: |"]
+             "| arm | training images | " + ("steps | " if own_steps else "") + "accuracy % | per-seed % | train s/seed |",
+             "| --- | --: | " + ("--: | " if own_steps else "") + "--: | --- | --: |"]
     for arm, row in arms.items():
         lines.append(f"| {arm} | {describe_training_images(row)} "
-                     f"| {_pct(row['accuracy_mean'])} ± {_pct(row['accuracy_std'])} "
+                     + (f"| {row.get('steps_per_stage', c['steps'])} " if own_steps else "")
+                     + f"| {_pct(row['accuracy_mean'])} ± {_pct(row['accuracy_std'])} "
                      f"| {', '.join(_pct(a) for a in row['accuracies'])} | {row['train_seconds_mean']:.1f} |")
     if summary["comparisons"]:
         lines += ["", "## Paired differences (same seeds; Student t, 95% CI)", "",

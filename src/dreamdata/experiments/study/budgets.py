@@ -46,19 +46,25 @@ class RealCount:
         return cls(len(data), int(data.class_counts().max()) if len(data) else 0)
 
 
-def _ceil(multiple: float, count: int, divisor: int = 1) -> int:
+def exact_ceil(multiple: float, count: int, divisor: int = 1) -> int:
     """``ceil(multiple * count / divisor)`` in exact arithmetic on the decimal the config wrote (0.1 is 1/10)."""
     return math.ceil(Fraction(repr(float(multiple))) * count / divisor)
 
 
 def rule_classifier_steps(config: StudyConfig, count: RealCount) -> int:
-    steps = _ceil(config.classifier_epochs, count.images, config.augment.classifier.batch_size)
+    steps = exact_ceil(config.classifier_epochs, count.images, config.augment.classifier.batch_size)
     return max(steps, config.classifier_min_steps or 1)
 
 
 def rule_dream_per_class(config: StudyConfig, count: RealCount) -> int:
-    wanted = max(1, _ceil(config.dream.per_class_multiple, count.per_class))
+    wanted = max(1, exact_ceil(config.dream.per_class_multiple, count.per_class))
     return min(wanted, config.dream.per_class_max) if config.dream.per_class_max is not None else wanted
+
+
+def candidate_steps(base: int, multiples: list[float]) -> list[int]:
+    """The classifier budgets a held-out selection tries (``classifier_selection``): ``ceil(m x base)`` for each
+    multiple, ascending, without repeats."""
+    return sorted({max(1, exact_ceil(multiple, base)) for multiple in multiples})
 
 
 def explicit_form(config: StudyConfig) -> StudyConfig:
@@ -83,6 +89,13 @@ def describe_rules(config: StudyConfig) -> list[str]:
              if d.per_class_multiple is not None else "dreamed per class: the list dream.per_class")
     unit = "steps" if c.generator.steps is not None else "minutes"
     lines = [classifier, dream, f"generator: the list generator.{unit}"]
+    selection = c.classifier_selection
+    if selection.multiples is not None:
+        lines[0] = (f"classifier steps per arm: chosen among {', '.join(_number(m) for m in selection.multiples)} x "
+                    f"[{classifier}] on {selection.heldout_per_class} held-out training images per class "
+                    f"({selection.seeds} seeds; the highest mean, a tie to fewer steps"
+                    + (f"; an arm best at its largest candidate doubles it while that holds, up to "
+                       f"{_number(selection.max_multiple)} x" if selection.max_multiple is not None else "") + ")")
     if c.distill.from_steps is not None:
         lines.append(f"dreamed by a {d.steps}-step DDIM student progressively distilled from the generator's "
                      f"{c.distill.from_steps}-step DDIM ({c.distill.steps_per_round} updates per halving, guidance "
@@ -105,17 +118,22 @@ def resolve_budgets(config: StudyConfig, counts: list[RealCount] | None) -> tupl
         entry = {"real_images": count.images if count else None, "real_per_class": count.per_class if count else None,
                  "classifier_steps": steps[index], "dream_per_class": dreamed[index]}
         if c.classifier_steps is None:
-            raw = _ceil(c.classifier_epochs, count.images, c.augment.classifier.batch_size)
+            raw = exact_ceil(c.classifier_epochs, count.images, c.augment.classifier.batch_size)
             entry["classifier_steps_from"] = (f"max({c.classifier_min_steps or 1}, ceil({_number(c.classifier_epochs)} "
                                               f"x {count.images} / {c.augment.classifier.batch_size}) = {raw})")
         else:
             entry["classifier_steps_from"] = f"classifier_steps[{index}]"
         if d.per_class is None:
-            raw = _ceil(d.per_class_multiple, count.per_class)
+            raw = exact_ceil(d.per_class_multiple, count.per_class)
             cap = f"min({d.per_class_max}, " if d.per_class_max is not None else "("
             entry["dream_per_class_from"] = f"{cap}ceil({_number(d.per_class_multiple)} x {count.per_class}) = {raw})"
         else:
             entry["dream_per_class_from"] = f"dream.per_class[{index}]"
+        selection = c.classifier_selection
+        if selection.multiples is not None:
+            entry["classifier_steps_candidates"] = candidate_steps(steps[index], selection.multiples)
+            if selection.max_multiple is not None:
+                entry["classifier_steps_max"] = max(1, exact_ceil(selection.max_multiple, steps[index]))
         unit, amount = c.generator.budget(index)
         entry["generator"] = f"{amount:g} {unit}"
         per_k[k_label(k)] = entry
@@ -138,7 +156,11 @@ def resolved_yaml(resolved: StudyConfig, record: dict) -> str:
     """The resolved config as YAML (``study.yaml``), headed by comments saying how its budgets were found."""
     lines = ["# The resolved study config: budgets per K found by", *(f"#   {line}" for line in record["described"])]
     for k, entry in record["per_k"].items():
-        lines.append(f"#   K = {k}: {entry['classifier_steps']} classifier steps "
+        candidates = entry.get("classifier_steps_candidates")
+        top = f", doubled up to {entry['classifier_steps_max']}" if entry.get("classifier_steps_max") else ""
+        steps = (f"classifier steps per arm among {candidates}{top} (held-out choice)" if candidates else
+                 f"{entry['classifier_steps']} classifier steps")
+        lines.append(f"#   K = {k}: {steps} "
                      f"({entry['classifier_steps_from']}), {entry['dream_per_class']} dreamed per class "
                      f"({entry['dream_per_class_from']}), generator {entry['generator']}")
     return "\n".join(lines) + "\n" + resolved.to_yaml()

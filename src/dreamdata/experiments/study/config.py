@@ -99,6 +99,26 @@ class StudyDistillConfig:
 
 
 @dataclass
+class ClassifierSelectionConfig:
+    """Each arm's classifier budget chosen on held-out *training* images (never the test set), per K.
+
+    Off while ``multiples`` is null: every arm trains for the K's budget (``classifier_steps`` or the rule). On,
+    the candidates are ``ceil(m x that budget)`` for each ``m`` in ``multiples``, fixed before anything runs;
+    every arm is trained at every candidate with ``seeds`` seeds and scored on ``heldout_per_class`` real
+    training images per class that the K's classifiers and generator never see, and each arm then trains
+    on the test run at the candidate with its highest held-out mean accuracy (a tie to fewer steps). An arm
+    whose best is its largest candidate has not levelled off: its budget keeps doubling while that stays so,
+    up to ``max_multiple`` x the K's budget. See :mod:`~dreamdata.experiments.study.selection`.
+    """
+
+    multiples: list[float] | None = None  # e.g. [1, 2, 4]: candidates = 1x, 2x, 4x the K's classifier steps
+    max_multiple: float | None = None  # doubling past the grid stops here (null = the grid only)
+    heldout_per_class: int = 500  # real training images per class held out for scoring the candidates
+    seeds: int = 3  # classifier seeds per candidate and arm
+    seed: int = 1  # which images are held out (a seeded shuffle, as real.split_seed picks the K)
+
+
+@dataclass
 class StudyConfig:
     name: str = "study"
     runs_dir: str = "runs"
@@ -115,6 +135,8 @@ class StudyConfig:
     classifier_steps: list[int] | None = None
     classifier_epochs: float | None = 10.0
     classifier_min_steps: int | None = 1000  # used only with classifier_epochs (None = no floor)
+    # each arm's budget among multiples of the above, chosen on held-out training images (null = off)
+    classifier_selection: ClassifierSelectionConfig = field(default_factory=ClassifierSelectionConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -233,6 +255,7 @@ def validate_study(config: StudyConfig) -> None:
         raise ConfigError(f"config key dream.precision: expected {expected_sampling_precision()}, "
                           f"got {config.dream.precision!r}")
     _validate_distill(config)
+    _validate_selection(config.classifier_selection)
 
     from dreamdata.dream.workers import parse_workers
 
@@ -263,6 +286,24 @@ def _validate_distill(config: StudyConfig) -> None:
     if dream.guidance_interval is not None:
         raise ConfigError(f"config key dream.guidance_interval: {dream.guidance_interval}, but distill.from_steps "
                           "is set: the student has dream.guidance baked in at every step (set the interval to null)")
+
+
+def _validate_selection(selection: ClassifierSelectionConfig) -> None:
+    multiples = selection.multiples
+    if multiples is not None:
+        if not multiples or any(isinstance(m, bool) or not 0 < m < float("inf") for m in multiples):
+            raise ConfigError(f"config key classifier_selection.multiples: expected a list of positive numbers "
+                              f"(e.g. [1, 2, 4]) or null (no selection), got {multiples}")
+        if len(set(multiples)) != len(multiples):
+            raise ConfigError(f"config key classifier_selection.multiples: {multiples} lists a multiple twice")
+    top = selection.max_multiple
+    if top is not None and (isinstance(top, bool) or not 0 < top < float("inf")):
+        raise ConfigError(f"config key classifier_selection.max_multiple: expected a positive number or null (no "
+                          f"doubling past classifier_selection.multiples), got {top}")
+    for key in ("heldout_per_class", "seeds"):
+        value = getattr(selection, key)
+        if value < 1:
+            raise ConfigError(f"config key classifier_selection.{key}: expected a positive integer, got {value}")
 
 
 def load_study_config(path: str, overrides: list[str] = ()) -> StudyConfig:

@@ -9,6 +9,8 @@ Layout of the study directory (``runs_dir/name``)::
                                student the study then dreams with
     K50/synthetic/             a `dreamdata dream` dataset from it (manifest.json, <class>/, dataset.npz)
     K50/filter-classifier.safetensors   (only with dream.keep_top)
+    K50/selection/             (only with classifier_selection.multiples) each candidate budget's runs on
+                               held-out training images (steps-<n>/) and each arm's choice (choice.json)
     K50/augment/               the `dreamdata augment` study (results.jsonl, summary.*, confusion-*.png)
     K50/timings.json
     summary.md, summary.json, accuracy-vs-k.png   across all K
@@ -131,6 +133,23 @@ def _dream(config: StudyConfig, index: int, dreamer_dir: Path, out_dir: Path, de
     return json.loads((out_dir / "manifest.json").read_text())
 
 
+def _select_budgets(config: StudyConfig, index: int, synthetic: ImageData | None, augment_config, record: dict,
+                    out_dir: Path, device: torch.device, log: Callable[[str], None]) -> dict:
+    """Each arm's classifier steps for the ``index``-th K, chosen among the candidates resolved in ``record``
+    on held-out training images (:mod:`~dreamdata.experiments.study.selection`)."""
+    from dreamdata.experiments.study.selection import heldout_split, select_classifier_steps
+
+    k = config.real.per_class[index]
+    full = load_dataset(DataConfig(dataset=config.real.dataset, data_root=config.real.data_root), "train")
+    split = heldout_split(full, k, config.real.split_seed, config.classifier_selection)
+    budget = record["per_k"][k_label(k)]
+    candidates, limit = budget["classifier_steps_candidates"], budget.get("classifier_steps_max")
+    log(f"study K={k_label(k)}: choosing each arm's classifier steps among {candidates}"
+        + (f" (doubling past them up to {limit})" if limit else "") + f" on {split.describe()}")
+    return select_classifier_steps(split, synthetic, augment_config, candidates, config.classifier_selection,
+                                   out_dir, device=device, log=log, limit=limit)
+
+
 def _filter_classifier(config: StudyConfig, index: int, real, path: Path, device: torch.device) -> Path:
     from dreamdata.classify.checkpoint import save_classifier
     from dreamdata.classify.train import train_classifier
@@ -239,8 +258,15 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         synthetic, _ = load_synthetic(k_dir / "synthetic", real, expected)
         augment_config = replace(config.augment, classifier=replace(
             config.augment.classifier, steps=config.classifier_steps[index], hflip=study_hflip(config)))
+        selection = None
+        if config.classifier_selection.multiples is not None:
+            started = time.perf_counter()
+            selection = _select_budgets(config, index, synthetic, augment_config, record, k_dir / "selection",
+                                        device, log)
+            timings["selection_s"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
-        summary = run_augment(real, test, synthetic, augment_config, k_dir / "augment", device=device, log=log)
+        summary = run_augment(real, test, synthetic, augment_config, k_dir / "augment", device=device, log=log,
+                              arm_steps=selection["chosen"] if selection else None)
         timings["augment_s"] = round(time.perf_counter() - started, 1)
         write_text_atomic(k_dir / "timings.json", json.dumps(timings, indent=2) + "\n")
         spec = manifest.get("spec") or {}
@@ -248,6 +274,6 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
                              "synthetic_images": len(synthetic), "dream_seconds": manifest.get("seconds"),
                              "dreaming": manifest.get("dreaming"),
                              "dreamed_with": {key: spec.get(key) for key in DREAM_SETTINGS},
-                             "filter": manifest.get("filter"),
+                             "filter": manifest.get("filter"), "selection": selection,
                              "timings": timings}
     return write_study_report(study_dir, config, per_k, record)

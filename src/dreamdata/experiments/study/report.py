@@ -69,17 +69,28 @@ def study_markdown(config: StudyConfig, per_k: dict, record: dict | None = None)
                          f"p={c['p_value']:.3g}")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     distilled = any("distill_s" in entry["timings"] for entry in per_k.values())
+    selected = any("selection_s" in entry["timings"] for entry in per_k.values())
     lines += ["", "| K / class | real images | synthetic images | generator s | " + ("distill s | " if distilled else "")
-              + "dream s | augment s |", "| --- | --: | --: | --: | --: | --: |" + (" --: |" if distilled else "")]
+              + "dream s | " + ("selection s | " if selected else "") + "augment s |",
+              "| --- | --: | --: | --: | --: | --: |" + (" --: |" if distilled else "") + (" --: |" if selected else "")]
     for k, entry in per_k.items():
         t = entry["timings"]
         lines.append(f"| {k} | {entry['real_images']} | {entry['synthetic_images']} | {t['generator_s']} | "
-                     + (f"{t.get('distill_s', '')} | " if distilled else "") + f"{t['dream_s']} | {t['augment_s']} |")
+                     + (f"{t.get('distill_s', '')} | " if distilled else "") + f"{t['dream_s']} | "
+                     + (f"{t.get('selection_s', '')} | " if selected else "") + f"{t['augment_s']} |")
     dreamed = [f"K = {k}: {dream_description(entry)}" for k, entry in per_k.items() if entry.get("dreamed_with")]
     if dreamed:
         lines += ["", "Dreamed with: " + "; ".join(dreamed) + "."]
     if record is not None:
         lines += ["", *budget_markdown(record)]
+    for k, entry in per_k.items():
+        if entry.get("selection"):
+            from dreamdata.experiments.study.selection import selection_markdown
+
+            chosen = ", ".join(f"{arm} {steps}" for arm, steps in entry["selection"]["chosen"].items())
+            lines += ["", f"K = {k}: classifier steps chosen on {entry['selection']['heldout']}: {chosen} "
+                          "(held-out accuracy %, mean over seeds; each arm's choice in bold):", "",
+                      *selection_markdown(entry["selection"])]
     lines += ["", ("Per-K details (per-class precision/recall/F1, confusion matrices): `K*/augment/summary.md`, "
                    "`K*/augment/confusion-*.png`.")]
     return "\n".join(lines) + "\n"

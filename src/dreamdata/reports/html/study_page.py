@@ -31,6 +31,24 @@ def _json(path: Path):
         return None
 
 
+def _candidates(steps: list | None) -> str | None:
+    """A held-out selection's candidate budgets as a cell: ``one of 1000 / 2000 / 4000``."""
+    return "one of " + " / ".join(str(n) for n in steps) if steps else None
+
+
+def add_selection(page: Page, choice: dict, label: str) -> None:
+    """The held-out scores of each arm at each candidate budget, and the budget each arm then trained at."""
+    page.heading(f"Classifier steps chosen on held-out training images (K = {label})")
+    page.text(f"Every arm trained at every candidate with {choice['seeds']} seeds and scored on "
+              f"{choice['heldout']}; {choice['rule']}. Held-out accuracy %, mean over seeds:")
+    tried = sorted({int(n) for by_steps in choice["scores"].values() for n in by_steps})
+    rows = []
+    for arm, by_steps in choice["scores"].items():
+        values = [by_steps.get(str(n)) for n in tried]  # None: not tried, the arm levelled off before it
+        rows.append([arm, *(percent(sum(v) / len(v)) if v else "" for v in values), choice["chosen"][arm]])
+    page.table(["arm", *(f"{n} steps" for n in tried), "chosen"], rows, numeric=range(1, len(tried) + 2))
+
+
 def _results(out_dir: Path) -> list[dict]:
     path = out_dir / RESULTS
     lines = path.read_text().splitlines() if path.is_file() else []
@@ -55,15 +73,19 @@ def add_augment(page: Page, out_dir: Path, name: str, expected: int | None = Non
         return
     arms, names = summary["arms"], summary["class_names"]
     classifier = summary.get("config", {}).get("classifier", {})
-    page.text(f"Classifier for every arm and seed: {classifier.get('network', '?')}, {classifier.get('steps', '?')} "
-              f"steps of batch {classifier.get('batch_size', '?')}; tested on {(summary.get('test') or {}).get('described', 'the real test split')}; "
+    # a study that chose each arm's budget on held-out images (classifier_selection) trains arms for different steps
+    own_steps = len({row.get("steps_per_stage", classifier.get("steps")) for row in arms.values()}) > 1
+    budget = "each arm's own steps (the table's steps column)" if own_steps else f"{classifier.get('steps', '?')} steps"
+    page.text(f"Classifier for every arm and seed: {classifier.get('network', '?')}, {budget} "
+              f"of batch {classifier.get('batch_size', '?')}; tested on {(summary.get('test') or {}).get('described', 'the real test split')}; "
               f"N = {len(summary['seeds'])} seeds per arm." + staged_note(summary["arms"]))
     page.heading("Accuracy per arm")
-    page.table(["arm", "training images", "accuracy % (mean ± std)", "per seed %", "train s / seed"],
-               [[arm, describe_training_images(row),
+    steps_column = ["steps"] if own_steps else []
+    page.table(["arm", "training images", *steps_column, "accuracy % (mean ± std)", "per seed %", "train s / seed"],
+               [[arm, describe_training_images(row), *([row.get("steps_per_stage")] if own_steps else []),
                  f"{percent(row['accuracy_mean'])} ± {percent(row['accuracy_std'])}",
                  ", ".join(percent(a) for a in row["accuracies"]), f"{row['train_seconds_mean']:.1f}"]
-                for arm, row in arms.items()], numeric=(1, 2, 4))
+                for arm, row in arms.items()], numeric=(1, 2, 3, 5) if own_steps else (1, 2, 4))
     comparisons = summary.get("comparisons") or {}
     page.heading("Paired differences (same seeds; Student t, 95% CI)")
     if comparisons:
@@ -139,7 +161,9 @@ def build_study_page(study_dir: Path, page: Page) -> None:
     if budgets:
         page.text("Budgets, fixed before anything ran: " + "; ".join(budgets.get("described", [])) + ".")
         page.table(["K / class", "real images", "classifier steps", "from", "dreamed per class", "from", "generator"],
-                   [[label, entry.get("real_images"), entry.get("classifier_steps"), entry.get("classifier_steps_from"),
+                   [[label, entry.get("real_images"),
+                     _candidates(entry.get("classifier_steps_candidates")) or entry.get("classifier_steps"),
+                     entry.get("classifier_steps_from"),
                      entry.get("dream_per_class"), entry.get("dream_per_class_from"), entry.get("generator")]
                     for label, entry in (budgets.get("per_k") or {}).items()], numeric=(1, 2, 4))
     page.code((study_dir / "study.yaml").read_text() if (study_dir / "study.yaml").is_file() else "(no study.yaml)",
@@ -155,6 +179,9 @@ def build_study_page(study_dir: Path, page: Page) -> None:
         timings = _json(k_dir / "timings.json")
         if timings:
             page.pairs(sorted(timings.items()))
+        choice = _json(k_dir / "selection" / "choice.json")
+        if choice:
+            add_selection(page, choice, label)
         page.heading(f"Classifier comparison (K = {label})")
         expected = len(arms) * seeds if isinstance(seeds, int) else None
         add_augment(page, k_dir / "augment", f"k{label}", expected)
