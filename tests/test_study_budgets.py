@@ -151,7 +151,9 @@ def test_the_measured_budgets_stay_reachable(config, measured, overrides):
     the demo preset has another network (session 14); the measured config gains exactly those three
     overrides, and tests/test_config.py checks that they build the 1,114,209-parameter network those runs
     logged."""
-    new = resolve_budgets(load_study_config(str(CONFIGS / config), overrides), None)[0]
+    # every measured study trained every arm for the same steps: classifier_selection off (since session 24 on)
+    new = resolve_budgets(load_study_config(str(CONFIGS / config), [*overrides, "classifier_selection.multiples=null"]),
+                          None)[0]
     old = explicit_form(load_study_config(str(DATA / measured), overrides))
     if old.generator.config == "demo":
         old = replace(old, generator=replace(old.generator, overrides=[*old.generator.overrides, *FORMER_DEMO_UNET]))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from dreamdata.data.image_data import ImageData
-from dreamdata.experiments.study.config import StudyConfig, k_label, uses_rule
+from dreamdata.experiments.study.config import ClassifierSelectionConfig, StudyConfig, k_label, uses_rule
 
 BUDGETS = "budgets.json"
 CLASSIFIER_RULE = "max(classifier_min_steps, ceil(classifier_epochs x real images / batch_size))"
@@ -69,8 +69,13 @@ def candidate_steps(base: int, multiples: list[float]) -> list[int]:
 
 def explicit_form(config: StudyConfig) -> StudyConfig:
     """``config`` with its budgets as lists only: the rule keys and their companions null (how a study whose
-    lists are given is stored and compared, whatever the defaults of the rule keys)."""
-    return replace(config, classifier_epochs=None, classifier_min_steps=None,
+    lists are given is stored and compared, whatever the defaults of the rule keys). A held-out selection that
+    is off (``classifier_selection.multiples`` null) is stored with its other keys at their defaults: they
+    change nothing then, so a study written before the selection existed is the same study."""
+    selection = config.classifier_selection
+    if selection.multiples is None:
+        selection = ClassifierSelectionConfig()
+    return replace(config, classifier_epochs=None, classifier_min_steps=None, classifier_selection=selection,
                    dream=replace(config.dream, per_class_multiple=None, per_class_max=None))
 
 
