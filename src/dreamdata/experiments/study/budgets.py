@@ -86,21 +86,24 @@ def _number(value: float) -> str:
 def describe_rules(config: StudyConfig) -> list[str]:
     """One line per budget saying how it is found (for the summary and the stored config's header)."""
     c, d = config, config.dream
-    classifier = ("classifier steps (every arm alike): the list classifier_steps" if c.classifier_epochs is None else
-                  f"classifier steps (every arm alike) = max({c.classifier_min_steps or 1}, ceil("
-                  f"{_number(c.classifier_epochs)} epochs x real images / batch {c.augment.classifier.batch_size}))")
+    base = ("the list classifier_steps" if c.classifier_epochs is None else
+            f"max({c.classifier_min_steps or 1}, ceil({_number(c.classifier_epochs)} epochs x real images / batch "
+            f"{c.augment.classifier.batch_size}))")
+    selection = c.classifier_selection
+    if selection.multiples is None:
+        classifier = (f"classifier steps (every arm alike): {base}" if c.classifier_epochs is None else
+                      f"classifier steps (every arm alike) = {base}")
+    else:
+        classifier = (f"classifier steps per arm: {', '.join(_number(m) for m in selection.multiples)} x [{base}], "
+                      f"chosen on {selection.heldout_per_class} held-out training images per class ({selection.seeds} "
+                      f"seeds; the highest mean, a tie to fewer steps"
+                      + (f"; an arm best at its largest candidate doubles it while that holds, up to "
+                         f"{_number(selection.max_multiple)} x" if selection.max_multiple is not None else "") + ")")
     cap = f"min({d.per_class_max}, " if d.per_class_max is not None else "("
     dream = (f"dreamed per class = {cap}ceil({_number(d.per_class_multiple)} x real images per class))"
              if d.per_class_multiple is not None else "dreamed per class: the list dream.per_class")
     unit = "steps" if c.generator.steps is not None else "minutes"
     lines = [classifier, dream, f"generator: the list generator.{unit}"]
-    selection = c.classifier_selection
-    if selection.multiples is not None:
-        lines[0] = (f"classifier steps per arm: chosen among {', '.join(_number(m) for m in selection.multiples)} x "
-                    f"[{classifier}] on {selection.heldout_per_class} held-out training images per class "
-                    f"({selection.seeds} seeds; the highest mean, a tie to fewer steps"
-                    + (f"; an arm best at its largest candidate doubles it while that holds, up to "
-                       f"{_number(selection.max_multiple)} x" if selection.max_multiple is not None else "") + ")")
     if c.distill.from_steps is not None:
         lines.append(f"dreamed by a {d.steps}-step DDIM student progressively distilled from the generator's "
                      f"{c.distill.from_steps}-step DDIM ({c.distill.steps_per_round} updates per halving, guidance "
