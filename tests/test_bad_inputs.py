@@ -149,6 +149,11 @@ CASES = [
     train_case("evaluation.guidance=-1", "w >= 0"),
     Case("study-dream-guidance-negative", ["study", "{study_yaml}", "dream.guidance=-1", "--dry-run"],
          ["dream.guidance", "w >= 0"]),
+    Case("study-selection-multiple-zero", ["study", "{study_yaml}", "classifier_selection.multiples=[1, 0]",
+                                           "--dry-run"], ["classifier_selection.multiples", "positive numbers"]),
+    Case("study-selection-heldout-zero", ["study", "{study_yaml}", "classifier_selection.multiples=[1, 2]",
+                                          "classifier_selection.heldout_per_class=0", "--dry-run"],
+         ["classifier_selection.heldout_per_class", "positive integer"]),
     Case("evaluate-ref-other-classes", [*EVALUATE, "--ref", "npz:{other-classes}"],
          ["'hstripes'", "other-classes.npz", "lacks"]),
     Case("evaluate-samples-ref-other-classes", ["evaluate", "{samples}", "--n", "6", "--fid-weights", "{extractor}",
@@ -272,7 +277,7 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, corpus, tmp_path, 
 
 def test_the_corpus_counts_its_cases():
     """RELIABILITY.md reports these counts; every case is distinct."""
-    assert len({case.id for case in CASES}) == len(CASES) == 70
+    assert len({case.id for case in CASES}) == len(CASES) == 72
 
 
 # -- what the exit status alone cannot show ------------------------------------------------------------
