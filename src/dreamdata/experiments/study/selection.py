@@ -11,7 +11,9 @@ selection, stated in advance:
 * **Held-out images** ``heldout_per_class`` real training images per class (a shuffle seeded by
   ``classifier_selection.seed``) from the training images *outside* the K split. When the split leaves fewer
   than that in some class (K = all), they are set aside from the split itself, and the selection runs train
-  on the rest of it; the test run then trains on the whole split.
+  on the rest of it; the test run then trains on the whole split. The generator has then seen the held-out
+  images (it trains on the whole split), so a synthetic arm's held-out score is not blind to them; the choice
+  is still made without the test set.
 * **Choice** every arm is trained at every candidate with ``classifier_selection.seeds`` seeds (the study's
   seeds 0, 1, ...) and scored on the held-out images; each arm takes the candidate with its highest mean
   accuracy, a tie to fewer steps (:func:`choose_steps`). Arms may end with different budgets: each is
