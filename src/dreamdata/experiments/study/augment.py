@@ -132,7 +132,8 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
     out_dir.mkdir(parents=True, exist_ok=True)
     identity = _identity(config, real, synthetic, test)
     classifiers = {arm: arm_classifier(config, arm, arm_steps) for arm in arms}
-    identities = {arm: _identity(replace(config, classifier=classifiers[arm]), real, synthetic, test) for arm in arms}
+    # the data hashes are the same for every arm; only the classifier (its steps) may differ
+    identities = {arm: {**identity, "classifier": asdict(classifiers[arm])} for arm in arms}
     done = _read_results(out_dir / RESULTS, identities)
     for seed in range(config.seeds):
         for arm in arms:

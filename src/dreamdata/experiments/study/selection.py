@@ -144,19 +144,24 @@ def select_classifier_steps(split: HeldOutSplit, synthetic: ImageData | None, co
     return record
 
 
+def held_out_means(record: dict) -> tuple[list[int], dict[str, list[float | None]]]:
+    """``(budgets tried, arm -> mean held-out accuracy at each)``, None where an arm did not try a budget (it
+    levelled off before it): the table both the summary and the report show."""
+    tried = sorted({int(steps) for by_steps in record["scores"].values() for steps in by_steps})
+    means = {arm: [(sum(v) / len(v)) if (v := by_steps.get(str(steps))) else None for steps in tried]
+             for arm, by_steps in record["scores"].items()}
+    return tried, means
+
+
 def selection_markdown(record: dict) -> list[str]:
     """One K's held-out scores (mean % per arm and candidate) with each arm's choice in bold."""
-    tried = sorted({int(steps) for by_steps in record["scores"].values() for steps in by_steps})
+    tried, means = held_out_means(record)
     lines = [f"| held-out, {record['seeds']} seeds | " + " | ".join(f"{n} steps" for n in tried) + " |",
              "| --- |" + " --: |" * len(tried)]
-    for arm, by_steps in record["scores"].items():
+    for arm, row in means.items():
         cells = []
-        for steps in tried:
-            values = by_steps.get(str(steps))
-            if values is None:
-                cells.append("")  # not tried: the arm levelled off before it
-                continue
-            text = f"{100 * sum(values) / len(values):.2f}" if values and not any(map(math.isnan, values)) else "n/a"
-            cells.append(f"**{text}**" if record["chosen"][arm] == steps else text)
+        for steps, mean in zip(tried, row):
+            text = "" if mean is None else "n/a" if math.isnan(mean) else f"{100 * mean:.2f}"
+            cells.append(f"**{text}**" if mean is not None and record["chosen"][arm] == steps else text)
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines

@@ -15,6 +15,7 @@ import yaml
 
 from dreamdata.experiments.study.arms import arm_file_stem
 from dreamdata.experiments.study.augment import describe_training_images, staged_note
+from dreamdata.experiments.study.selection import held_out_means
 from dreamdata.reports.html.dream_page import add_dream_digest
 from dreamdata.reports.html.figures import forest_plot
 from dreamdata.reports.html.page import Page, anchor, percent
@@ -41,11 +42,9 @@ def add_selection(page: Page, choice: dict, label: str) -> None:
     page.heading(f"Classifier steps chosen on held-out training images (K = {label})")
     page.text(f"Every arm trained at every candidate with {choice['seeds']} seeds and scored on "
               f"{choice['heldout']}; {choice['rule']}. Held-out accuracy %, mean over seeds:")
-    tried = sorted({int(n) for by_steps in choice["scores"].values() for n in by_steps})
-    rows = []
-    for arm, by_steps in choice["scores"].items():
-        values = [by_steps.get(str(n)) for n in tried]  # None: not tried, the arm levelled off before it
-        rows.append([arm, *(percent(sum(v) / len(v)) if v else "" for v in values), choice["chosen"][arm]])
+    tried, means = held_out_means(choice)
+    rows = [[arm, *("" if mean is None else percent(mean) for mean in row), choice["chosen"][arm]]
+            for arm, row in means.items()]
     page.table(["arm", *(f"{n} steps" for n in tried), "chosen"], rows, numeric=range(1, len(tried) + 2))
 
 
