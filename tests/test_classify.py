@@ -160,6 +160,21 @@ def test_fine_tuning_starts_from_the_given_weights_and_leaves_them_alone():
     assert same(weights(first), before) and not same(weights(tuned), before)
 
 
+def test_progress_bar_is_labelled_and_trains_the_same_weights(capsys):
+    """A progress bar only reports: the same seed trains bit-identical weights with and without it, and the bar
+    (on stderr) carries its label and the step budget."""
+    images, labels = make_pattern_images(per_class=8, seed=0)
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(labels)
+    config = ClassifierConfig(steps=6, batch_size=8)
+    quiet = train_classifier(images, labels, 3, config, seed=3)
+    assert capsys.readouterr().err == ""
+    shown = train_classifier(images, labels, 3, config, seed=3, progress="seed 3 real")
+    err = capsys.readouterr().err
+    assert "seed 3 real" in err and "/6 " in err
+    assert all(torch.equal(a, b) for a, b in zip(quiet.state_dict().values(), shown.state_dict().values()))
+
+
 def test_arms_and_synthetic_ratio():
     assert parse_arms("real, real+synthetic,synthetic") == ["real", "real+synthetic", "synthetic"]
     assert parse_arms("real,synthetic>real,real>real") == ["real", "synthetic>real", "real>real"]

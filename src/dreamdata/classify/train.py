@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from dreamdata.classify.networks import build_classifier
 from dreamdata.training.setup import autocast_context
@@ -80,13 +81,15 @@ def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, config: ClassifierConfig,
-                     seed: int, device: torch.device | str = "cpu", initial: nn.Module | None = None) -> nn.Module:
+                     seed: int, device: torch.device | str = "cpu", initial: nn.Module | None = None,
+                     progress: Optional[str] = None) -> nn.Module:
     """Train a classifier on uint8 ``images [N, C, H, W]`` and ``labels [N]``; returns it in eval mode.
 
     ``seed`` fixes the initial weights, the batch order and the augmentation, so one seed is one
     reproducible training run. ``initial`` (a network of the same architecture, left unchanged) replaces the
     seeded initial weights: fine-tuning, e.g. on real images after pre-training on dreamed ones, with a fresh
-    optimiser and the same warm-up and decay over ``config.steps``.
+    optimiser and the same warm-up and decay over ``config.steps``. ``progress`` labels a progress bar over the
+    steps on stderr (a long budget runs for minutes on a CPU); ``None`` shows none. It changes nothing trained.
     """
     if len(images) == 0:
         raise ValueError("train_classifier: the training set is empty")
@@ -106,7 +109,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     order = torch.randperm(count, generator=generator, device=device)
     position = 0
     network.train()
-    for _ in range(config.steps):
+    for _ in tqdm(range(config.steps), desc=progress, unit="step", disable=progress is None, leave=False,
+                  mininterval=2.0):
         if position + batch_size > count:  # a new epoch: a fresh permutation, no partial batches
             order = torch.randperm(count, generator=generator, device=device)
             position = 0

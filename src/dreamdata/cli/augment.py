@@ -152,7 +152,8 @@ def _run_classifier(args) -> int:
     config = classifier_config(args)
     real, test = load_real(args)
     device = resolve_device(args.device)
-    network = train_classifier(real.images, real.labels, real.num_classes, config, seed=args.seed, device=device)
+    network = train_classifier(real.images, real.labels, real.num_classes, config, seed=args.seed, device=device,
+                               progress=f"classifier seed {args.seed}")
     predicted = predict_probabilities(network, test.images, config.eval_batch_size).argmax(1)
     test_accuracy = accuracy(confusion_matrix(test.labels, predicted, real.num_classes))
     save_classifier(args.out, network, config.network, real.channels, real.image_size, real.class_names,

@@ -141,10 +141,12 @@ def run_augment(real: ImageData, test: ImageData, synthetic: ImageData | None, c
                 continue
             started = time.perf_counter()
             network, stage_images = None, []
-            for stage in arm_stages(arm):  # one stage for a plain arm; a staged arm fine-tunes stage by stage
+            stages = arm_stages(arm)
+            for stage in stages:  # one stage for a plain arm; a staged arm fine-tunes stage by stage
                 images, labels = arm_training_set(stage, real, synthetic)
+                label = f"seed {seed} {arm}" + (f" [{stage}]" if len(stages) > 1 else "")
                 network = train_classifier(images, labels, real.num_classes, classifiers[arm], seed=seed,
-                                           device=device, initial=network)
+                                           device=device, initial=network, progress=label)
                 stage_images.append(len(images))
             train_seconds = time.perf_counter() - started
             predicted = predict_probabilities(network, test.images, config.classifier.eval_batch_size).argmax(1)

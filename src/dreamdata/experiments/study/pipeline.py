@@ -158,7 +158,7 @@ def _filter_classifier(config: StudyConfig, index: int, real, path: Path, device
         classifier_config = replace(config.augment.classifier, steps=config.classifier_steps[index],
                                     hflip=study_hflip(config))
         network = train_classifier(real.images, real.labels, real.num_classes, classifier_config, seed=0,
-                                   device=device)
+                                   device=device, progress="filter classifier")
         save_classifier(path, network, classifier_config.network, real.channels, real.image_size, real.class_names)
     return path
 
