@@ -101,8 +101,11 @@ def check_settings(sweep: SweepConfig, arms: list[Arm], out_dir: Path) -> None:
 
 
 def arm_trained(arm: Arm) -> bool:
-    """Whether the arm needs no training: trained elsewhere, or finished here (its done marker)."""
-    return arm.external or (arm.run_dir / ARM_DONE).is_file()
+    """Whether the arm needs no training: trained elsewhere, or finished here for its budget (its done
+    marker; see :func:`~dreamdata.experiments.training_stage.stage_finished`)."""
+    from dreamdata.experiments.training_stage import stage_finished
+
+    return arm.external or stage_finished(arm.config, arm.run_dir, ARM_DONE)
 
 
 def train_arm(arm: Arm, log: Callable[[str], None]) -> bool:

@@ -2,8 +2,10 @@
 the sweep's arms and the study's generators share.
 
 A stage is finished when its run directory holds the ``done_file`` marker (written atomically after
-``train`` returns). Otherwise it resumes from the run's latest checkpoint, or starts anew - discarding a
-start that died before its first checkpoint. A lock file beside the run directory (not in it: a new run's
+``train`` returns, with the step it reached) and, for a step budget, that step is at least the budget asked
+now: a run finished at 2,000 steps and asked for 6,000 is continued, not silently taken as it is (its
+learning rate is constant after warm-up, so the continued run is the 6,000-step run). Otherwise it resumes
+from the run's latest checkpoint, or starts anew - discarding a start that died before its first checkpoint. A lock file beside the run directory (not in it: a new run's
 directory must be empty) keeps two processes (sweep shards, a second terminal) from training one run at
 once; a lock whose process has died is taken over.
 """
@@ -57,6 +59,21 @@ def training_lock(run_dir: Path) -> Iterator[bool]:
         lock.unlink(missing_ok=True)
 
 
+def stage_finished(config: RunConfig, run_dir: Path, done_file: str) -> bool:
+    """Whether ``run_dir`` holds a finished stage for ``config``: its marker exists and, when the budget is a
+    number of steps, records at least that many (a minutes or epochs budget is taken as met by the marker)."""
+    marker = run_dir / done_file
+    if not marker.is_file():
+        return False
+    if config.train.steps is None:
+        return True
+    try:
+        reached = int(json.loads(marker.read_text()).get("step", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        reached = 0  # an unreadable marker: the checkpoint decides (train refuses a budget below it)
+    return reached >= config.train.steps
+
+
 def train_stage(config: RunConfig, run_dir: Path, done_file: str, log: Callable[[str], None],
                 description: str) -> bool:
     """Train ``config`` into ``run_dir`` until its budget is spent, resuming what an earlier attempt left;
@@ -65,11 +82,12 @@ def train_stage(config: RunConfig, run_dir: Path, done_file: str, log: Callable[
     from dreamdata.training.run_dir import discard_unstarted_run
     from dreamdata.training.trainer import train
 
-    if (run_dir / done_file).is_file():
+    if stage_finished(config, run_dir, done_file):
         return True
     with training_lock(run_dir) as held:
         if not held:
             return False
+        (run_dir / done_file).unlink(missing_ok=True)  # a finished run asked for more steps: not done until then
         resume = run_dir if ckpt.latest_checkpoint(run_dir) is not None else None
         if resume is None and run_dir.is_dir():  # a start that died before its first checkpoint
             discard_unstarted_run(run_dir)
