@@ -3,11 +3,13 @@ the sweep's arms and the study's generators share.
 
 A stage is finished when its run directory holds the ``done_file`` marker (written atomically after
 ``train`` returns, with the step it reached) and, for a step budget, that step is at least the budget asked
-now: a run finished at 2,000 steps and asked for 6,000 is continued, not silently taken as it is (its
-learning rate is constant after warm-up, so the continued run is the 6,000-step run). Otherwise it resumes
-from the run's latest checkpoint, or starts anew - discarding a start that died before its first checkpoint. A lock file beside the run directory (not in it: a new run's
-directory must be empty) keeps two processes (sweep shards, a second terminal) from training one run at
-once; a lock whose process has died is taken over.
+now: a run finished at 2,000 steps and asked for 6,000 is continued, not silently taken as it is. With a
+learning rate that does not depend on the budget (``train.lr_schedule: constant`` after warm-up, the
+default) the continued run is the 6,000-step run; a cosine decay is not (it had decayed to zero at 2,000).
+Otherwise it resumes from the run's latest checkpoint, or starts anew - discarding a start that died before
+its first checkpoint. A lock file beside the run directory (not in it: a new run's directory must be empty)
+keeps two processes (sweep shards, a second terminal) from training one run at once; a lock whose process
+has died is taken over.
 """
 
 from __future__ import annotations
