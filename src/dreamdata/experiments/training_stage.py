@@ -5,7 +5,8 @@ A stage is finished when its run directory holds the ``done_file`` marker (writt
 ``train`` returns, with the step it reached) and, for a step budget, that step is at least the budget asked
 now: a run finished at 2,000 steps and asked for 6,000 is continued, not silently taken as it is. With a
 learning rate that does not depend on the budget (``train.lr_schedule: constant`` after warm-up, the
-default) the continued run is the 6,000-step run; a cosine decay is not (it had decayed to zero at 2,000).
+default) the continued run is the 6,000-step run; a cosine decay is not (it had decayed to zero at 2,000),
+and the log says so when such a stage is continued.
 Otherwise it resumes from the run's latest checkpoint, or starts anew - discarding a start that died before
 its first checkpoint. A lock file beside the run directory (not in it: a new run's directory must be empty)
 keeps two processes (sweep shards, a second terminal) from training one run at once; a lock whose process
@@ -61,6 +62,15 @@ def training_lock(run_dir: Path) -> Iterator[bool]:
         lock.unlink(missing_ok=True)
 
 
+def _marked_step(marker: Path) -> int:
+    """The step a done marker records (0 when unreadable: the checkpoint then decides, and train refuses a
+    budget below it)."""
+    try:
+        return int(json.loads(marker.read_text()).get("step", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
 def stage_finished(config: RunConfig, run_dir: Path, done_file: str) -> bool:
     """Whether ``run_dir`` holds a finished stage for ``config``: its marker exists and, when the budget is a
     number of steps, records at least that many (a minutes or epochs budget is taken as met by the marker)."""
@@ -69,11 +79,7 @@ def stage_finished(config: RunConfig, run_dir: Path, done_file: str) -> bool:
         return False
     if config.train.steps is None:
         return True
-    try:
-        reached = int(json.loads(marker.read_text()).get("step", 0))
-    except (OSError, ValueError, AttributeError, TypeError):
-        reached = 0  # an unreadable marker: the checkpoint decides (train refuses a budget below it)
-    return reached >= config.train.steps
+    return _marked_step(marker) >= config.train.steps
 
 
 def train_stage(config: RunConfig, run_dir: Path, done_file: str, log: Callable[[str], None],
@@ -89,7 +95,15 @@ def train_stage(config: RunConfig, run_dir: Path, done_file: str, log: Callable[
     with training_lock(run_dir) as held:
         if not held:
             return False
-        (run_dir / done_file).unlink(missing_ok=True)  # a finished run asked for more steps: not done until then
+        marker = run_dir / done_file
+        if marker.is_file():  # a finished run asked for more steps: not done until then
+            if config.train.lr_schedule == "cosine":
+                reached, steps = _marked_step(marker), config.train.steps
+                log(f"{description}: continuing a run finished at {reached} steps to {steps} under "
+                    f"train.lr_schedule cosine: its learning rate decayed to zero by step {reached} and now jumps "
+                    f"to the {steps}-step decay, so this is not the run a {steps}-step budget trains at once "
+                    f"(train that under another name)")
+            marker.unlink()
         resume = run_dir if ckpt.latest_checkpoint(run_dir) is not None else None
         if resume is None and run_dir.is_dir():  # a start that died before its first checkpoint
             discard_unstarted_run(run_dir)
