@@ -132,7 +132,7 @@ def test_explicit_lists_resolve_exactly_as_before():
 @pytest.mark.parametrize("config, measured, overrides", [
     ("study-fmnist.yaml", "study-fmnist-as-measured.yaml",  # the header's tuned overrides
      ["classifier_steps=[4800, 1200, 1200]", "dream.per_class=[600, 300, 300]", "dream.precision=fp32",
-      "dream.sampler=ddim", "dream.guidance=1.5", "dream.steps=25"]),
+      "dream.sampler=ddim", "dream.guidance=1.5", "dream.steps=25", "generator.steps=[2000, 2000, 2000]"]),
     ("study-fmnist.yaml", "study-fmnist-as-measured.yaml",  # BENCHMARKS.md's K = 500 command
      ["real.per_class=[500]", "generator.steps=[2000]", "dream.per_class=[300]", "classifier_steps=[1200]",
       "name=study-fmnist-K500", "runs_dir=bench-results", "num_threads=1", "dream.precision=fp32",
