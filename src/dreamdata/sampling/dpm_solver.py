@@ -40,6 +40,11 @@ ODE step. At ``eta = 1`` and first order it is exactly the ancestral DDPM step w
 deterministic solver carries to the end: on an under-trained Fashion-MNIST model, ancestral sampling reached
 FID 41.7 where every ODE solver stopped at 76 (BENCHMARKS.md, steps per sampler).
 
+``eta`` above 1 is allowed: the step keeps the marginals for any ``eta >= 0``. With ``x = alpha x0 + sigma eps``
+and ``D = x0``, ``(sigma' / sigma) alpha = alpha' e^(-h)``, so the mean is ``alpha' x0`` and the variance
+``sigma'^2 e^(-2 eta h) + sigma'^2 (1 - e^(-2 eta h)) = sigma'^2``; a larger ``eta`` only takes a larger share of
+the state from fresh noise, like the extra noise of Karras et al. 2022's stochastic sampler (``S_churn``).
+
 DPM-Solver++(3M) (Lu et al. 2022, the third-order multistep solver of their reference code; diffusers'
 ``multistep_dpm_solver_third_order_update``) fits a parabola through the last three predictions instead of a
 line. With ``r0 = h_{i-1} / h`` and ``r1 = h_{i-2} / h`` the divided differences are::
@@ -93,13 +98,14 @@ def dpm_solver_pp_2m_sample(network: Network, process: GaussianDiffusion, noise:
     The shared arguments (and ``guidance_interval``) are those of
     :func:`~dreamdata.sampling.ddpm.ddpm_sample`. At ``eta = 0`` the solver is deterministic and ``generator`` is
     never drawn from; with ``eta > 0`` each step but the last draws its noise from it (one draw per step, as
-    the ancestral sampler). ``eta`` in [0, 1]: the share of the step's noise that is fresh (1: the SDE).
+    the ancestral sampler). ``eta >= 0``: how much of the step's noise is fresh (0: the ODE, 1: the SDE, above 1:
+    more fresh noise than the SDE, the module docstring's marginals argument).
     ``lower_order_final``: with fewer than :data:`LOWER_ORDER_FINAL_BELOW` timesteps, take the step into
     the last visited index with first order (see the module docstring). Steps with a step-size ratio
     ``r < MIN_STEP_RATIO`` are first order regardless (third order: see the module docstring).
     """
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta: expected a value in [0, 1], got {eta}")
+    if not 0.0 <= eta < math.inf:
+        raise ValueError(f"eta: expected a finite value >= 0, got {eta}")
     if order not in (2, 3):
         raise ValueError(f"order: expected 2 or 3, got {order}")
     setup = prepare_sampling(network, process, noise, timesteps, class_labels, guidance_scale, generator,
