@@ -84,6 +84,11 @@ def test_cli_error_is_one_line_naming_the_key(capsys):
     (["process.variance=learned_range", "process.loss=hybrid", "process.vlb_weight=0"], "process.vlb_weight"),
     (["process.kind=blur", "process.variance=fixed_large"], "process.variance: fixed_large applies to "
                                                             "process.kind=gaussian only"),
+    (["process.input_perturbation=-0.1"], "process.input_perturbation: expected a perturbation scale gamma >= 0"),
+    (["process.variance=learned_range", "process.loss=hybrid", "process.input_perturbation=0.1"],
+     "process.input_perturbation: expected 0 with process.loss 'hybrid'"),
+    (["process.kind=blur", "process.input_perturbation=0.1"], "process.input_perturbation: 0.1 applies to "
+                                                              "process.kind=gaussian only"),
 ])
 def test_variance_and_loss_keys_are_checked_naming_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message) as caught:

@@ -361,6 +361,41 @@ def test_training_losses_zero_for_oracle_positive_otherwise(prediction, weightin
     torch.testing.assert_close(losses, expected)
 
 
+def test_input_perturbation_feeds_a_perturbed_state_and_keeps_the_target():
+    """DDPM-IP (Ning et al. 2023, eq. 9) by hand: after t and noise the generator's next draw is xi, the
+    network sees sqrt(ab) x0 + sqrt(1 - ab) (noise + 0.1 xi), and the target is still noise."""
+    gamma = 0.1
+    process = GaussianDiffusion(linear_betas(200), input_perturbation=gamma)
+    x0 = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2 - 1
+    replay = torch.Generator().manual_seed(5)
+    t = process.sample_timesteps(8, "cpu", replay)
+    noise = torch.randn(x0.shape, generator=replay, dtype=x0.dtype)
+    xi = torch.randn(x0.shape, generator=replay, dtype=x0.dtype)
+    ab = process.schedule.alpha_bar[t].view(-1, 1, 1, 1)
+    expected_input = ab.sqrt() * x0 + (1 - ab).sqrt() * (noise + gamma * xi)
+    seen = {}
+
+    def recording(x_t, t_in, class_labels):
+        seen["x_t"] = x_t
+        return noise  # the exact epsilon target: loss 0 only if the target is not perturbed
+
+    losses = process.training_losses(recording, x0, None, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(seen["x_t"], expected_input)
+    assert torch.count_nonzero(losses) == 0
+    # predicting the perturbed noise instead costs gamma^2 E[xi^2] per pixel
+    perturbed = process.training_losses(lambda *_: noise + gamma * xi, x0, None, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(perturbed, (gamma * xi).pow(2).mean(dim=(1, 2, 3)).float())
+    # gamma = 0 draws no xi and feeds the forward process itself
+    plain = GaussianDiffusion(linear_betas(200))
+    plain.training_losses(recording, x0, None, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(seen["x_t"], ab.sqrt() * x0 + (1 - ab).sqrt() * noise)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="input_perturbation"):
+            GaussianDiffusion(linear_betas(10), input_perturbation=bad)
+    with pytest.raises(ValueError, match="simple"):
+        GaussianDiffusion(linear_betas(10), variance="learned_range", loss="hybrid", input_perturbation=0.1)
+
+
 def test_training_losses_reproducible_with_generator_and_checks_output_shape():
     process = GaussianDiffusion(linear_betas(100))
     x0 = torch.rand(4, 3, 8, 8) * 2 - 1

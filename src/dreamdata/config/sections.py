@@ -63,6 +63,8 @@ class ProcessConfig:
     timestep_distribution: str = "uniform"
     lognormal_mean: float = -1.2  # P_mean
     lognormal_std: float = 1.2  # P_std
+    # DDPM-IP (Ning et al. 2023): train on x_t made with eps + gamma xi, target eps (their gamma 0.1); 0 = off
+    input_perturbation: float = 0.0
     # blur (cold diffusion): z_t = G_t * z_{t-1}, G_t a Gaussian kernel of variance beta_t, reflect padding
     blur_schedule: str = "constant"  # constant | linear | exponential (per-step kernel variance beta_t)
     blur_beta: float = 1.0  # constant: beta_t in pixels^2 (the cold-diffusion report: 1, with T = 100)

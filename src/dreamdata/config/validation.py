@@ -90,6 +90,11 @@ def _validate_numbers(config: RunConfig) -> None:
     _expect(p.cosine_s > 0.0, "process.cosine_s", p.cosine_s, "an offset s > 0")
     _expect(p.sigma_data > 0.0, "process.sigma_data", p.sigma_data, "a data standard deviation sigma_data > 0")
     _expect(p.lognormal_std > 0.0, "process.lognormal_std", p.lognormal_std, "a standard deviation P_std > 0")
+    _expect(p.input_perturbation >= 0.0, "process.input_perturbation", p.input_perturbation,
+            "a perturbation scale gamma >= 0 (DDPM-IP uses 0.1)")
+    if p.input_perturbation:
+        _expect(p.loss == "simple", "process.input_perturbation", p.input_perturbation,
+                f"0 with process.loss {p.loss!r} (input perturbation trains loss 'simple')")
     if p.loss_weighting == "min_snr":
         _expect(p.min_snr_gamma > 0.0, "process.min_snr_gamma", p.min_snr_gamma, "gamma > 0")
     _expect(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "0 <= dropout < 1")
@@ -120,7 +125,8 @@ def _validate_variance_and_loss(p: ProcessConfig) -> None:
     if p.kind != "gaussian":
         for key, value, default in (("variance", p.variance, "fixed_small"), ("loss", p.loss, "simple"),
                                     ("importance_sampling", p.importance_sampling, False),
-                                    ("timestep_distribution", p.timestep_distribution, "uniform")):
+                                    ("timestep_distribution", p.timestep_distribution, "uniform"),
+                                    ("input_perturbation", p.input_perturbation, 0.0)):
             if value != default:
                 raise ConfigError(f"config key process.{key}: {value} applies to process.kind=gaussian only, "
                                   f"not {p.kind}")

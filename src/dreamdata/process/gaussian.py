@@ -81,6 +81,11 @@ class GaussianDiffusion:
             (Karras et al. 2022, Table 1; :mod:`dreamdata.process.lognormal`). Any prediction; not with
             ``importance_sampling``.
         lognormal_mean, lognormal_std: EDM's ``P_mean`` (-1.2) and ``P_std`` (1.2).
+        input_perturbation: ``gamma`` of DDPM-IP (Ning et al. 2023, "Input Perturbation Reduces Exposure Bias
+            in Diffusion Models", eq. 9): training feeds the network ``sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) (ε + γ ξ)``
+            with a second draw ``ξ ~ N(0, I)`` and keeps the target of ``ε`` (their 0.1). At sampling time the
+            network sees its own earlier errors in ``x_t``; training on inputs a little off the forward
+            process teaches it to take them. 0 (the default) is plain DDPM. Loss ``"simple"`` only.
 
     **EDM** (``prediction="edm"``). The VP state ``x_t`` is EDM's ``x̂ = x_t / sqrt(ᾱ_t) = x_0 + σ_t ε``
     scaled by ``sqrt(ᾱ_t)``, with ``σ_t = sqrt((1 - ᾱ_t) / ᾱ_t)``. The network is fed
@@ -96,7 +101,7 @@ class GaussianDiffusion:
                  min_snr_gamma: float = 5.0, variance: str = "fixed_small", loss: str = "simple",
                  vlb_weight: float = 0.001, importance_sampling: bool = False, sigma_data: float = 0.5,
                  timestep_distribution: str = "uniform", lognormal_mean: float = -1.2,
-                 lognormal_std: float = 1.2) -> None:
+                 lognormal_std: float = 1.2, input_perturbation: float = 0.0) -> None:
         if prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {prediction!r} (known: {', '.join(PREDICTIONS)})")
         if loss_weighting not in LOSS_WEIGHTINGS:
@@ -119,6 +124,10 @@ class GaussianDiffusion:
         if not (lognormal_std > 0 and math.isfinite(lognormal_std) and math.isfinite(lognormal_mean)):
             raise ValueError(f"lognormal_mean must be finite and lognormal_std positive, got "
                              f"{lognormal_mean!r} and {lognormal_std!r}")
+        if not 0.0 <= input_perturbation < math.inf:
+            raise ValueError(f"input_perturbation must be a finite gamma >= 0, got {input_perturbation!r}")
+        if input_perturbation and loss != "simple":
+            raise ValueError(f"input perturbation (DDPM-IP) trains loss 'simple', not {loss!r}")
         if importance_sampling and timestep_distribution != "uniform":
             raise ValueError(f"importance sampling draws its own t; it cannot be combined with "
                              f"timestep_distribution {timestep_distribution!r}")
@@ -137,6 +146,7 @@ class GaussianDiffusion:
         self.sigma_data = float(sigma_data)
         self.timestep_distribution = timestep_distribution
         self.lognormal_mean, self.lognormal_std = float(lognormal_mean), float(lognormal_std)
+        self.input_perturbation = float(input_perturbation)
         # EDM's coefficients per index (float64, CPU), and the ln sigma_t boundaries of the log-normal draw
         self.edm: Optional[EDMTables] = (edm_tables(self.schedule.alpha_bar, self.sigma_data)
                                          if prediction == "edm" else None)
@@ -166,7 +176,7 @@ class GaussianDiffusion:
                    variance=config.variance, loss=config.loss, vlb_weight=config.vlb_weight,
                    importance_sampling=config.importance_sampling, sigma_data=config.sigma_data,
                    timestep_distribution=config.timestep_distribution, lognormal_mean=config.lognormal_mean,
-                   lognormal_std=config.lognormal_std)
+                   lognormal_std=config.lognormal_std, input_perturbation=config.input_perturbation)
 
     def __repr__(self) -> str:
         return (f"GaussianDiffusion(num_steps={self.num_steps}, prediction={self.prediction!r}, "
@@ -174,7 +184,7 @@ class GaussianDiffusion:
                 f"variance={self.variance!r}, loss={self.loss!r}, vlb_weight={self.vlb_weight}, "
                 f"importance_sampling={self.timestep_sampler is not None}, sigma_data={self.sigma_data}, "
                 f"timestep_distribution={self.timestep_distribution!r}, lognormal_mean={self.lognormal_mean}, "
-                f"lognormal_std={self.lognormal_std})")
+                f"lognormal_std={self.lognormal_std}, input_perturbation={self.input_perturbation})")
 
     @property
     def learned_variance(self) -> bool:
