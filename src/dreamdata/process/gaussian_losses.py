@@ -46,8 +46,9 @@ def training_loss_terms(process: GaussianDiffusion, network: Network, x0: torch.
 
     ``simple``: the weighted MSE between ``network(network_input(x_t, t), t, labels)`` (its prediction
     channels) and the target (:func:`weighted_mse`); with ``process.input_perturbation = γ > 0`` the network's
-    ``x_t`` is made from ``noise + γ ξ`` while the target keeps ``noise`` (DDPM-IP, Ning et al. 2023, eq. 9). ``vlb``: ``T L_t`` in bits/dim (an unbiased estimate of
-    ``L_0 + ... + L_{T-1}`` for uniform ``t``), times ``1 / (T p_t)`` when ``t`` is importance-sampled.
+    ``x_t`` is made from ``noise + γ ξ`` while the target keeps ``noise`` (DDPM-IP, Ning et al. 2023, eq. 9).
+    ``vlb``: ``T L_t`` in bits/dim (an unbiased estimate of ``L_0 + ... + L_{T-1}`` for uniform ``t``), times
+    ``1 / (T p_t)`` when ``t`` is importance-sampled.
     ``hybrid``: ``L_simple + lambda T L_t`` with ``x0_hat`` (hence the mean) detached inside ``L_t``, so the
     bound trains only the variance (Nichol & Dhariwal 2021, sec. 3.1: ``L_simple`` is the mean's objective).
     ``T L_t`` is the paper's one-sample estimate of ``L_vlb``, so ``lambda = 0.001`` weighs it as their
@@ -56,8 +57,8 @@ def training_loss_terms(process: GaussianDiffusion, network: Network, x0: torch.
     Draws ``t`` first, then ``noise``, then (with input perturbation) ``ξ`` from ``generator`` (torch's global
     RNG when ``None``), in that order, so a caller holding a copy of the generator can reproduce them. ``t``
     and ``noise`` may also be given explicitly (e.g. a fixed-timestep validation loss); given ones are not
-    drawn, and a given ``t`` is never importance-weighted. The MSE is averaged over all non-batch dimensions and computed
-    in float32 even under autocast.
+    drawn, and a given ``t`` is never importance-weighted. The MSE is averaged over all non-batch dimensions
+    and computed in float32 even under autocast.
     """
     batch = x0.shape[0]
     importance_weights = None
