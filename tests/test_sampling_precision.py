@@ -76,7 +76,8 @@ def test_generate_in_bf16_is_fp32_sampling_of_the_network_rounded_by_hand():
     assert torch.equal(ours, theirs) and not torch.equal(ours, fp32)
 
 
-def test_a_dream_records_bf16_and_a_manifest_from_before_the_option_still_resumes(tiny_run, tmp_path, capsys):  # noqa: F811
+def test_a_dream_records_bf16_and_a_manifest_from_before_the_option_still_resumes(tiny_run, tmp_path,  # noqa: F811
+                                                                                   capsys):
     run, _ = tiny_run
     fast = tmp_path / "bf16"
     assert dream(run, fast, "--precision", "bf16") == 0
@@ -94,8 +95,8 @@ def test_a_dream_records_bf16_and_a_manifest_from_before_the_option_still_resume
     assert json.loads((old / "manifest.json").read_text())["status"] == "complete"
 
 
-def test_a_bf16_cell_is_its_own_cell_and_fp32_cells_keep_their_keys(base_file, tiny_extractor_file, tmp_path,  # noqa: F811
-                                                                     cache):  # noqa: F811
+def test_a_bf16_cell_is_its_own_cell_and_fp32_cells_keep_their_keys(base_file, tiny_extractor_file,  # noqa: F811
+                                                                     tmp_path, cache):  # noqa: F811
     path = write_sweep(tmp_path, base_file, tiny_extractor_file, metrics=["fid"], train_axes={},
                        sampling_axes={"precision": ["fp32", "bf16"]})
     run_sweep(load_sweep(path), tmp_path / "out")

@@ -255,9 +255,9 @@ def distill_run(teacher_path: str | Path, options: DistillOptions, out: Optional
     plan = resolve_plan(options, teacher, teacher_run)
     if plan["prediction"] == "epsilon" and plan["to_steps"] < EPSILON_FEW_STEPS:
         warnings.warn(f"{teacher_run} predicts epsilon, whose x-space error at the noisiest step is sigma/alpha times "
-                      f"its epsilon error: below {EPSILON_FEW_STEPS} steps its students may degrade to noise (measured, "
-                      "BENCHMARKS.md: the Fashion-MNIST study's generator at 500 updates per halving gave clean 32-step, "
-                      "half-noise 16-step and all-noise 4-step students); train the teacher with "
+                      f"its epsilon error: below {EPSILON_FEW_STEPS} steps its students may degrade to noise "
+                      "(measured, BENCHMARKS.md: the Fashion-MNIST study's generator at 500 updates per halving gave "
+                      "clean 32-step, half-noise 16-step and all-noise 4-step students); train the teacher with "
                       "process.prediction=v to distil to few steps", stacklevel=2)
     out_dir = Path(out).expanduser() if out is not None else default_out_dir(teacher_run, plan["to_steps"])
     if out_dir.resolve() == teacher_run.resolve():

@@ -24,13 +24,13 @@ other, so whichever thread the scheduler has put off holds both up. Two processe
 other; with the other job taking about a core they shared the one left and came within 8% of one thread
 alone (the workers' start-up, ~3 s, is in their wall time); on an idle CPU each would have a core of its
 own (not measured: the box was never idle during this work). Processes are never far from the best layout
-measured and threads are far from it, so the rule ``auto`` applies is: **on a CPU, one process per thread of the caller's thread budget**
-(``torch.get_num_threads()``: all cores by default; ``OMP_NUM_THREADS``, ``torch.set_num_threads`` or a
-study's ``num_threads`` lower it), **no more processes than chunks left to dream**, and the threads split
-evenly among them (a last single chunk is dreamed by one process with every thread). A budget of one
-thread, one chunk, a GPU (one device is already kept busy by one process; use ``torchrun`` for more) or a
-``torchrun`` rank (already one process of many) dreams in the calling process. ``--workers N`` asks for
-N processes instead.
+measured and threads are far from it, so the rule ``auto`` applies is: **on a CPU, one process per thread of
+the caller's thread budget** (``torch.get_num_threads()``: all cores by default; ``OMP_NUM_THREADS``,
+``torch.set_num_threads`` or a study's ``num_threads`` lower it), **no more processes than chunks left to
+dream**, and the threads split evenly among them (a last single chunk is dreamed by one process with every
+thread). A budget of one thread, one chunk, a GPU (one device is already kept busy by one process; use
+``torchrun`` for more) or a ``torchrun`` rank (already one process of many) dreams in the calling process.
+``--workers N`` asks for N processes instead.
 
 Why spawned processes (:mod:`multiprocessing` with the ``spawn`` start method), rather than ``fork``,
 Python threads or re-running the CLI: a forked child inherits a parent whose OpenMP pool may already be

@@ -92,8 +92,9 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
 
     ``guidance_interval`` is kept (as ``[lo, hi]`` floats) only where it changes the samples - a guided
     Gaussian cell; otherwise it is dropped, so a cell without one has exactly the settings, the key and
-    the result line it had before the key existed. ``precision`` likewise only when it is not ``fp32``. A blur arm, whose process has no noise levels σ, is
-    refused an interval (give a per-process value such as ``{gaussian: [0.28, 5.42], blur: null}``).
+    the result line it had before the key existed. ``precision`` likewise only when it is not ``fp32``. A blur
+    arm, whose process has no noise levels σ, is refused an interval (give a per-process value such as
+    ``{gaussian: [0.28, 5.42], blur: null}``).
 
     A progressively distilled arm (``distilled``: the record of its newest checkpoint, see
     :mod:`dreamdata.distill.record`) likewise samples every cell with the one sampler it was distilled for -

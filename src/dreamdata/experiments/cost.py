@@ -7,8 +7,8 @@ a bf16 cell at the bf16 rate), and a few timed optimiser steps of the
 arm's own training objective (its batch size, loss, EMA; for a GAN the discriminator and generator steps
 with DiffAugment) for training. Both are measured on the spot, so they read low when the CPU is busy with
 another job. An arm already trained in the sweep's directory is not timed for training: its minutes are the
-wall-clock time its run logged, and its data shape comes from its ``data.json``. ``torch.compile`` is not timed (its first steps compile). Inception features and the metrics'
-own passes are not counted.
+wall-clock time its run logged, and its data shape comes from its ``data.json``. ``torch.compile`` is not timed
+(its first steps compile). Inception features and the metrics' own passes are not counted.
 """
 
 from __future__ import annotations

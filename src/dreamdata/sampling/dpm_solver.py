@@ -32,9 +32,9 @@ for the variance-preserving ``x = alpha x0 + sigma eps``, a step from ``(alpha, 
 
     x' = (sigma' / sigma) e^(-eta h) x + alpha' (1 - e^(-(1 + eta) h)) D + sigma' sqrt(1 - e^(-2 eta h)) z
 
-with ``D`` the first- or second-order data prediction above (the same step-order rules) and ``z ~ N(0, I)``. At ``eta = 0`` it is the
-ODE step. At ``eta = 1`` and first order it is exactly the ancestral DDPM step with ``sigma^2 = beta_tilde``
-(Ho et al. 2020, eq. 7, between the two visited timesteps): the coefficient of ``x`` is
+with ``D`` the first- or second-order data prediction above (the same step-order rules) and ``z ~ N(0, I)``.
+At ``eta = 0`` it is the ODE step. At ``eta = 1`` and first order it is exactly the ancestral DDPM step with
+``sigma^2 = beta_tilde`` (Ho et al. 2020, eq. 7, between the two visited timesteps): the coefficient of ``x`` is
 ``alpha_{t|s} sigma_s^2 / sigma_t^2``, that of ``x0_hat`` is ``alpha_s (1 - e^(-2h))`` and the variance
 ``sigma_s^2 (1 - e^(-2h))``. Fresh noise at every step washes out errors of an imperfect network that a
 deterministic solver carries to the end: on an under-trained Fashion-MNIST model, ancestral sampling reached

@@ -10,10 +10,10 @@ al. 2022), as in the paper, so published intervals carry over - theirs for Image
 ``(0.28, 5.42]``. A Gaussian diffusion state ``x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε`` is the EDM state
 ``x_t / sqrt(ᾱ_t) = x_0 + σ_t ε`` scaled by ``s = sqrt(ᾱ_t)``, so
 
-    σ_t = sqrt((1 - ᾱ_t) / ᾱ_t),    ᾱ_t = 1 / (1 + σ_t²)    (Karras et al. 2022, Table 1, VP: s = 1/sqrt(1 + σ²))
+    σ_t = sqrt((1 - ᾱ_t) / ᾱ_t),    ᾱ_t = 1 / (1 + σ_t²)
 
-and the interval selects the visited training indices ``t`` whose ``σ_t`` lies in it
-(:func:`~dreamdata.process.edm.edm_sigma`, :func:`step_guidance_scales`).
+(Karras et al. 2022, Table 1, VP: s = 1/sqrt(1 + σ²)), and the interval selects the visited training indices
+``t`` whose ``σ_t`` lies in it (:func:`~dreamdata.process.edm.edm_sigma`, :func:`step_guidance_scales`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ SAMPLERS: dict[str, Callable] = {
     "ddpm_beta": partial(ddpm_sample, variance="beta"),  # ancestral, variance beta (Ho et al. 2020, sec. 3.2)
     "ddim": ddim_sample,  # deterministic DDIM, eta = 0 (Song et al. 2021); pass eta=... for noise
     "dpm++2m": dpm_solver_pp_2m_sample,  # DPM-Solver++(2M) (Lu et al. 2022), good at 10-20 steps
-    "dpm++2m-sde": partial(dpm_solver_pp_2m_sample, eta=1.0),  # SDE-DPM-Solver++(2M): the ancestral sampler's noise, second order
+    # SDE-DPM-Solver++(2M): the ancestral sampler's noise, second order
+    "dpm++2m-sde": partial(dpm_solver_pp_2m_sample, eta=1.0),
     "dpm++3m": partial(dpm_solver_pp_2m_sample, order=3),  # DPM-Solver++(3M): a parabola through three predictions
     "dpm++3m-sde": partial(dpm_solver_pp_2m_sample, order=3, eta=1.0),  # its SDE form (k-diffusion's dpmpp_3m_sde)
 }

@@ -236,7 +236,8 @@ def summary_markdown(summary: dict) -> str:
              f"lr {c['lr']:g}; horizontal flips {'on' if c['hflip'] else 'off'}, random shifts up to "
              f"{c['crop_padding']} px." + staged_note(arms), "",
              f"## Accuracy on {tested_on(summary)} ({n} seeds, mean ± std)", "",
-             "| arm | training images | " + ("steps | " if own_steps else "") + "accuracy % | per-seed % | train s/seed |",
+             "| arm | training images | " + ("steps | " if own_steps else "")
+             + "accuracy % | per-seed % | train s/seed |",
              "| --- | --: | " + ("--: | " if own_steps else "") + "--: | --- | --: |"]
     for arm, row in arms.items():
         lines.append(f"| {arm} | {describe_training_images(row)} "

@@ -70,9 +70,11 @@ def study_markdown(config: StudyConfig, per_k: dict, record: dict | None = None)
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     distilled = any("distill_s" in entry["timings"] for entry in per_k.values())
     selected = any("selection_s" in entry["timings"] for entry in per_k.values())
-    lines += ["", "| K / class | real images | synthetic images | generator s | " + ("distill s | " if distilled else "")
-              + "dream s | " + ("selection s | " if selected else "") + "augment s |",
-              "| --- | --: | --: | --: | --: | --: |" + (" --: |" if distilled else "") + (" --: |" if selected else "")]
+    lines += ["", "| K / class | real images | synthetic images | generator s | "
+              + ("distill s | " if distilled else "") + "dream s | " + ("selection s | " if selected else "")
+              + "augment s |",
+              "| --- | --: | --: | --: | --: | --: |" + (" --: |" if distilled else "")
+              + (" --: |" if selected else "")]
     for k, entry in per_k.items():
         t = entry["timings"]
         lines.append(f"| {k} | {entry['real_images']} | {entry['synthetic_images']} | {t['generator_s']} | "

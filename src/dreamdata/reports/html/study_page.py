@@ -76,7 +76,8 @@ def add_augment(page: Page, out_dir: Path, name: str, expected: int | None = Non
     own_steps = len({row.get("steps_per_stage", classifier.get("steps")) for row in arms.values()}) > 1
     budget = "each arm's own steps (the table's steps column)" if own_steps else f"{classifier.get('steps', '?')} steps"
     page.text(f"Classifier for every arm and seed: {classifier.get('network', '?')}, {budget} "
-              f"of batch {classifier.get('batch_size', '?')}; tested on {(summary.get('test') or {}).get('described', 'the real test split')}; "
+              f"of batch {classifier.get('batch_size', '?')}; "
+              f"tested on {(summary.get('test') or {}).get('described', 'the real test split')}; "
               f"N = {len(summary['seeds'])} seeds per arm." + staged_note(summary["arms"]))
     page.heading("Accuracy per arm")
     steps_column = ["steps"] if own_steps else []
