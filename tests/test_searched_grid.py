@@ -2,6 +2,7 @@
 brute-force search, its jump costs against the closed form of Gaussian data, and the grid's contract."""
 
 import itertools
+import json
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from dreamdata.process.gaussian import GaussianDiffusion
 from dreamdata.process.schedules import cosine_betas
 from dreamdata.sampling.searched_grid import cheapest_path, jump_costs, search_grid, teacher_trajectory
-from dreamdata.sampling.timesteps import check_timesteps
+from dreamdata.sampling.timesteps import check_timesteps, timestep_sequence
 from test_sampling import S, T, GaussianOracle
 
 
@@ -76,3 +77,54 @@ def test_searched_grid_is_a_valid_descending_grid_from_pure_noise():
     assert again.timesteps == found.timesteps  # the teacher's noise is seeded
     with pytest.raises(ValueError, match="steps must lie in 1..29"):
         search_grid(network, process, (1, 2, 2), steps=30, candidates=30, batch=8)
+
+
+def test_search_grid_command_stores_a_grid_that_sample_uses(tmp_path, tiny_overrides, capsys):
+    from dreamdata.cli import main
+    from dreamdata.config import load_config
+    from dreamdata.sampling.grid_store import GRIDS_FILE
+    from dreamdata.training.trainer import train
+
+    run_dir = train(load_config("tiny", [*tiny_overrides, "train.steps=2", "train.sample_grid=false"])).run_dir
+    out = tmp_path / "samples"
+    # before a search: a one-line error that says what to run
+    assert main(["sample", str(run_dir), "--n", "1", "--steps", "4", "--spacing", "searched", "--device", "cpu",
+                 "--out", str(out)]) == 2
+    assert "dreamdata search-grid RUN --steps 4" in capsys.readouterr().err
+    assert main(["search-grid", str(run_dir), "--steps", "4", "--candidates", "12", "--batch", "6",
+                 "--device", "cpu"]) == 0
+    assert GRIDS_FILE in capsys.readouterr().out
+    stored = json.loads((run_dir / GRIDS_FILE).read_text())["grids"]
+    assert [entry["steps"] for entry in stored] == [4] and stored[0]["weights"] == "ema"
+    grid = stored[0]["timesteps"]
+    candidates = timestep_sequence(50, 12).tolist()  # the tiny preset's T = 50
+    assert grid[0] == 49 and len(grid) == 4 and all(t in candidates for t in grid) and grid == sorted(grid)[::-1]
+    assert main(["sample", str(run_dir), "--n", "1", "--steps", "4", "--spacing", "searched", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "sample.json").read_text())["timesteps"] == grid
+    # the grid belongs to the EMA weights it was searched with
+    assert main(["sample", str(run_dir), "--n", "1", "--steps", "4", "--spacing", "searched", "--no-ema",
+                 "--device", "cpu", "--out", str(tmp_path / "raw")]) == 2
+    # searching again for the same steps replaces the entry; another step count is added beside it
+    assert main(["search-grid", str(run_dir), "--steps", "4", "--candidates", "12", "--batch", "6",
+                 "--device", "cpu"]) == 0
+    assert main(["search-grid", str(run_dir), "--steps", "3", "--candidates", "12", "--batch", "6",
+                 "--device", "cpu"]) == 0
+    assert sorted(entry["steps"] for entry in json.loads((run_dir / GRIDS_FILE).read_text())["grids"]) == [3, 4]
+    capsys.readouterr()
+    assert main(["search-grid", str(run_dir), "--steps", "12", "--candidates", "12", "--device", "cpu"]) == 2
+    assert "--steps 12: must be below the 12 candidate timesteps" in capsys.readouterr().err
+
+
+def test_a_damaged_grid_file_is_a_one_line_error(tmp_path, tiny_overrides, capsys):
+    from dreamdata.cli import main
+    from dreamdata.config import load_config
+    from dreamdata.sampling.grid_store import GRIDS_FILE
+    from dreamdata.training.trainer import train
+
+    run_dir = train(load_config("tiny", [*tiny_overrides, "train.steps=1", "train.sample_grid=false"])).run_dir
+    (run_dir / GRIDS_FILE).write_text("{not json")
+    assert main(["sample", str(run_dir), "--n", "1", "--steps", "4", "--device", "cpu",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert GRIDS_FILE in err and "delete it" in err and "Traceback" not in err

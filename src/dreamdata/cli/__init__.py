@@ -1,5 +1,5 @@
 """The ``dreamdata`` command line: ``train``, ``sample``, ``evaluate``, ``interpolate``, ``dream``, ``distill``,
-``classifier``, ``augment``, ``study``, ``sweep``, ``report``, ``demo``, ``presets``.
+``search-grid``, ``classifier``, ``augment``, ``study``, ``sweep``, ``report``, ``demo``, ``presets``.
 
 Errors caused by user input (:class:`dreamdata.errors.DreamdataError`) are printed as one line naming
 the file/key/value at fault, with exit status 2; anything else is a bug and keeps its traceback. dreamdata's
@@ -23,6 +23,7 @@ from dreamdata.cli.evaluate import add_evaluate
 from dreamdata.cli.interpolate import add_interpolate
 from dreamdata.cli.report import add_report
 from dreamdata.cli.sample import add_sample
+from dreamdata.cli.search_grid import add_search_grid
 from dreamdata.cli.study import add_study
 from dreamdata.cli.sweep import add_sweep
 from dreamdata.cli.train import add_demo, add_presets, add_train
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dreamdata {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in (add_demo, add_train, add_sample, add_evaluate, add_interpolate, add_dream, add_distill,
-                add_classifier, add_augment, add_study, add_sweep, add_report, add_presets):
+                add_search_grid, add_classifier, add_augment, add_study, add_sweep, add_report, add_presets):
         add(subparsers)
     return parser
 

@@ -38,8 +38,9 @@ def add_sample(subparsers) -> None:
                         help="sampling steps (default 100 for Gaussian runs, every step T for blur runs, a distilled "
                              "run's own; capped at T)")
     parser.add_argument("--spacing", default=None,
-                        help="timestep spacing: linspace, leading, trailing, quadratic, logsnr, quadratic-trailing "
-                             "(default linspace; a distilled run's own)")
+                        help="timestep spacing: linspace, leading, trailing, quadratic, logsnr, quadratic-trailing, "
+                             "or searched (the grid `dreamdata search-grid` stored for the checkpoint) (default "
+                             "linspace; a distilled run's own)")
     parser.add_argument("--eta", type=finite_float, default=None, help="DDIM eta (0 = deterministic; ddim only)")
     parser.add_argument("--x0-clip", default="static", help="x0 clipping: none, static, dynamic (default static)")
     parser.add_argument("--seed", type=int, default=0)

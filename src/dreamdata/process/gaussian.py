@@ -147,6 +147,9 @@ class GaussianDiffusion:
         self.timestep_distribution = timestep_distribution
         self.lognormal_mean, self.lognormal_std = float(lognormal_mean), float(lognormal_std)
         self.input_perturbation = float(input_perturbation)
+        # few-step grids searched for the trained network this process was loaded with (step count -> descending
+        # timesteps; `dreamdata search-grid`, set by load_trained): what `--spacing searched` samples on
+        self.searched_grids: dict[int, list[int]] = {}
         # EDM's coefficients per index (float64, CPU), and the ln sigma_t boundaries of the log-normal draw
         self.edm: Optional[EDMTables] = (edm_tables(self.schedule.alpha_bar, self.sigma_data)
                                          if prediction == "edm" else None)

@@ -37,7 +37,7 @@ from dreamdata.process.rng import START_STREAM, PerSampleGenerator, per_sample_n
 from dreamdata.sampling.guidance import check_guidance_interval, step_guidance_scales
 from dreamdata.sampling.precision import in_precision
 from dreamdata.sampling.registry import get_sampler
-from dreamdata.sampling.timesteps import timestep_sequence
+from dreamdata.sampling.timesteps import SEARCHED, timestep_sequence
 
 __all__ = [
     "NonFiniteSamplesError",
@@ -95,9 +95,21 @@ def check_finite(images: torch.Tensor, source: Optional[str] = None, network=Non
 
 
 def sampling_timesteps(process, steps: int, spacing: str = "linspace") -> torch.Tensor:
-    """The descending training indices a sampler with ``steps`` steps visits (``steps`` capped at ``T``)."""
+    """The descending training indices a sampler with ``steps`` steps visits (``steps`` capped at ``T``).
+
+    ``spacing="searched"``: the ``steps``-step grid searched for the loaded checkpoint (``dreamdata search-grid``,
+    :mod:`~dreamdata.sampling.searched_grid`), which :func:`~dreamdata.training.pretrained.load_trained` puts in
+    ``process.searched_grids``; any other spacing is a formula of :func:`timestep_sequence`.
+    """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if spacing == SEARCHED:
+        grids = getattr(process, "searched_grids", {})
+        if steps not in grids:
+            searched = ", ".join(str(k) for k in sorted(grids)) or "none"
+            raise ValueError(f"spacing 'searched': no {steps}-step grid was searched for this checkpoint (searched: "
+                             f"{searched}); run `dreamdata search-grid RUN --steps {steps}` first")
+        return torch.tensor(grids[steps], dtype=torch.long)
     schedule = getattr(process, "schedule", None)
     return timestep_sequence(process.num_steps, min(steps, process.num_steps), spacing=spacing,
                              alpha_bar=getattr(schedule, "alpha_bar", None))

@@ -17,11 +17,12 @@ import torch
 
 from dreamdata.process.variance import clipped_log_posterior_variance
 
-__all__ = ["SPACINGS", "RespacedPosterior", "check_timesteps", "respaced_betas", "respaced_posterior",
+__all__ = ["SEARCHED", "SPACINGS", "RespacedPosterior", "check_timesteps", "respaced_betas", "respaced_posterior",
            "timestep_sequence"]
 
 
 SPACINGS = ("linspace", "leading", "trailing", "quadratic", "logsnr", "quadratic-trailing")
+SEARCHED = "searched"  # not a formula: the grid `dreamdata search-grid` found for one checkpoint (sampling_timesteps)
 
 
 def timestep_sequence(num_train_steps: int, num_sampling_steps: int, spacing: str = "linspace",
@@ -75,8 +76,11 @@ def timestep_sequence(num_train_steps: int, num_sampling_steps: int, spacing: st
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if num_sampling_steps > num_train_steps:
         raise ValueError(f"num_sampling_steps={num_sampling_steps} exceeds num_train_steps={num_train_steps}")
+    if spacing == SEARCHED:
+        raise ValueError("spacing 'searched' is a grid searched for one trained model (dreamdata search-grid), "
+                         "not a formula: sample a run loaded with its grids")
     if spacing not in SPACINGS:
-        raise ValueError(f"unknown timestep spacing {spacing!r} (known: {', '.join(SPACINGS)})")
+        raise ValueError(f"unknown timestep spacing {spacing!r} (known: {', '.join(SPACINGS)}, {SEARCHED})")
     T, S = num_train_steps, num_sampling_steps
     i = torch.arange(S, dtype=torch.float64)
     if spacing == "linspace":

@@ -62,6 +62,11 @@ def load_trained(path: str | Path, use_ema: bool = True, device: str | torch.dev
     else:
         ckpt.load_into(network, weights.ema if use_ema else weights.model, weights_path)
     network = network.to(device).eval()
-    return TrainedModel(network=network, process=build_process(config.process), config=config,
+    process = build_process(config.process)
+    if hasattr(process, "searched_grids"):  # Gaussian diffusion: the grids searched for this checkpoint
+        from dreamdata.sampling.grid_store import grids_for_checkpoint
+
+        process.searched_grids = grids_for_checkpoint(weights_path, "ema" if use_ema else "model")
+    return TrainedModel(network=network, process=process, config=config,
                         class_names=data["class_names"], step=weights.step, checkpoint=weights_path,
                         distilled=read_distilled(weights.metadata, weights_path))
