@@ -128,3 +128,24 @@ def test_a_damaged_grid_file_is_a_one_line_error(tmp_path, tiny_overrides, capsy
                  "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert GRIDS_FILE in err and "delete it" in err and "Traceback" not in err
+
+
+def test_a_dream_on_a_searched_grid_records_it_and_refuses_to_resume_on_another(tmp_path, tiny_overrides, capsys):
+    from dreamdata.cli import main
+    from dreamdata.config import load_config
+    from dreamdata.sampling.grid_store import record_grid
+    from dreamdata.training import checkpoint as ckpt
+    from dreamdata.training.trainer import train
+
+    run_dir = train(load_config("tiny", [*tiny_overrides, "train.steps=1", "train.sample_grid=false"])).run_dir
+    checkpoint = ckpt.load_latest(run_dir, report=False).path
+    record_grid(checkpoint, "ema", {"steps": 3, "timesteps": [49, 20, 5]})
+    out = tmp_path / "dream"
+    command = ["dream", str(run_dir), "--per-class", "2", "--out", str(out), "--steps", "3", "--spacing", "searched",
+               "--chunk", "2", "--workers", "1", "--device", "cpu"]
+    assert main([*command, "--max-chunks", "1"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["spec"]["searched_timesteps"] == [49, 20, 5]
+    record_grid(checkpoint, "ema", {"steps": 3, "timesteps": [49, 30, 10]})  # a later search found another grid
+    capsys.readouterr()
+    assert main(command) == 2
+    assert "searched_timesteps" in capsys.readouterr().err

@@ -67,10 +67,13 @@ def build_spec(args, model, classes: list[int]):
     from dreamdata.dream.manifest import DreamSpec, file_sha256
     from dreamdata.sampling.generate import sampling_timesteps
 
+    from dreamdata.sampling.timesteps import SEARCHED
+
     try:
-        steps = int(sampling_timesteps(model.process, args.steps, args.spacing).numel())
+        timesteps = sampling_timesteps(model.process, args.steps, args.spacing).tolist()
     except ValueError as error:
         raise DreamdataError(f"--spacing/--steps: {error}") from None
+    steps = len(timesteps)
     return DreamSpec(
         checkpoint_sha256=file_sha256(model.checkpoint), checkpoint=str(model.checkpoint), step=model.step,
         weights="raw" if args.no_ema else "ema", class_names=list(model.class_names), classes=classes,
@@ -80,7 +83,8 @@ def build_spec(args, model, classes: list[int]):
         seed=args.seed, chunk=args.chunk, channels=int(model.network.in_channels),
         image_size=int(model.network.image_size), keep_top=args.keep_top,
         filter_classifier_sha256=file_sha256(args.filter_classifier) if args.filter_classifier else None,
-        precision=None if args.precision == "fp32" else args.precision)
+        precision=None if args.precision == "fp32" else args.precision,
+        searched_timesteps=timesteps if args.spacing == SEARCHED else None)
 
 
 def _throughput(result) -> str:

@@ -67,6 +67,9 @@ class DreamSpec:
     # so that manifests from before the option (no such key) still resume
     precision: str | None = None
     filter_classifier_sha256: str | None = None
+    # spacing "searched": the grid `dreamdata search-grid` stored for the checkpoint (a later search may change it,
+    # so a resume checks it); None for the formula spacings and for manifests from before the option
+    searched_timesteps: list[int] | None = None
     sample_index: str = field(default="k * num_classes + class (k = position within the class)")
 
     def to_dict(self) -> dict[str, Any]:
