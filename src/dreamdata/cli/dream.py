@@ -66,7 +66,6 @@ def build_spec(args, model, classes: list[int]):
     """The :class:`~dreamdata.dream.manifest.DreamSpec` these arguments and this model define."""
     from dreamdata.dream.manifest import DreamSpec, file_sha256
     from dreamdata.sampling.generate import sampling_timesteps
-
     from dreamdata.sampling.timesteps import SEARCHED
 
     try:

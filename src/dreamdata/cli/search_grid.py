@@ -30,14 +30,14 @@ def _run_search_grid(args) -> int:
     import torch
 
     from dreamdata.errors import DreamdataError
-    from dreamdata.sampling.from_run import is_gan, load_for_sampling, run_directory
+    from dreamdata.sampling.from_run import load_for_sampling
     from dreamdata.sampling.grid_store import record_grid
     from dreamdata.sampling.searched_grid import search_grid
 
     check_positive(steps=args.steps, candidates=args.candidates, batch=args.batch)
     model, device = load_for_sampling(args.run, args.device, use_ema=not args.no_ema)
     process = model.process
-    if is_gan(process) or not hasattr(process, "searched_grids"):
+    if not hasattr(process, "searched_grids"):  # only Gaussian diffusion has noise levels to search over
         raise DreamdataError(f"{args.run}: search-grid applies to Gaussian diffusion runs (this run's process is "
                              f"{model.config.process.kind})")
     candidates = min(args.candidates, process.num_steps)
