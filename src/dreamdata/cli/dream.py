@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from dreamdata.cli.arguments import (add_precision_argument, check_output_directory, finite_float, guidance_interval,
-                                     guidance_scale)
+                                     guidance_scale, positive_float)
 from dreamdata.errors import DreamdataError
 
 
@@ -36,6 +36,12 @@ def add_dream(subparsers) -> None:
                         help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
                              "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); "
                              "recorded in the manifest (default: guide every step)")
+    parser.add_argument("--autoguide", default=None, metavar="STEP|RUN|CKPT",
+                        help="autoguidance (Karras et al. 2024): guide the model with a weaker version of itself - a "
+                             "training step of the same run, another run directory or a .safetensors checkpoint; "
+                             "twice the network evaluations; recorded in the manifest")
+    parser.add_argument("--autoguide-weight", type=positive_float, default=1.0, metavar="W",
+                        help="autoguidance weight w > 0: (1 + w) D_model - w D_guide (default 1)")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... (default ddim; a GAN run: gan; a distilled run: its own DDIM)")
     parser.add_argument("--steps", type=int, default=None,
@@ -62,8 +68,9 @@ def add_dream(subparsers) -> None:
     parser.set_defaults(handler=_run_dream)
 
 
-def build_spec(args, model, classes: list[int]):
-    """The :class:`~dreamdata.dream.manifest.DreamSpec` these arguments and this model define."""
+def build_spec(args, model, classes: list[int], guide=None):
+    """The :class:`~dreamdata.dream.manifest.DreamSpec` these arguments and this model (autoguided by the loaded
+    ``guide``, if any) define."""
     from dreamdata.dream.manifest import DreamSpec, file_sha256
     from dreamdata.sampling.generate import sampling_timesteps
     from dreamdata.sampling.timesteps import SEARCHED
@@ -83,7 +90,10 @@ def build_spec(args, model, classes: list[int]):
         image_size=int(model.network.image_size), keep_top=args.keep_top,
         filter_classifier_sha256=file_sha256(args.filter_classifier) if args.filter_classifier else None,
         precision=None if args.precision == "fp32" else args.precision,
-        searched_timesteps=timesteps if args.spacing == SEARCHED else None)
+        searched_timesteps=timesteps if args.spacing == SEARCHED else None,
+        autoguide_sha256=None if guide is None else file_sha256(guide.checkpoint),
+        autoguide_checkpoint=None if guide is None else str(guide.checkpoint),
+        autoguide_weight=None if guide is None else float(args.autoguide_weight))
 
 
 def _throughput(result) -> str:
@@ -122,7 +132,7 @@ def _run_dream(args) -> int:
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.sampling.generate import resolve_classes
     from dreamdata.training.distributed import init_distributed, shutdown_distributed
-    from dreamdata.sampling.from_run import (check_guidance_interval_fits, distilled_sampling, is_gan,
+    from dreamdata.sampling.from_run import (autoguide, check_guidance_interval_fits, distilled_sampling, is_gan,
                                              load_for_sampling, refuse_for_gan, sampler_and_steps)
 
     _check_args(args)
@@ -139,7 +149,10 @@ def _run_dream(args) -> int:
             raise DreamdataError(f"{args.run}: the model is unconditional; dreaming a labelled dataset needs a "
                                  "class-conditional model (model.class_conditional: true)")
         refuse_for_gan(model.process, guidance=args.guidance, guidance_interval=args.guidance_interval,
-                       spacing=args.spacing)
+                       spacing=args.spacing, autoguide=args.autoguide)
+        guide = None
+        if args.autoguide is not None:
+            model.network, guide = autoguide(model, args.autoguide, args.autoguide_weight, use_ema=not args.no_ema)
         args.sampler, args.steps, args.spacing = distilled_sampling(model.distilled, args.sampler, args.steps,
                                                                     args.spacing, args.guidance, None, model.process)
         check_guidance_interval_fits(model.process, args.guidance, args.guidance_interval)
@@ -147,7 +160,7 @@ def _run_dream(args) -> int:
             args.sampler, args.steps = args.sampler or "ddim", args.steps or 50
         args.sampler, args.steps = sampler_and_steps(model.process, args.sampler, args.steps)
         classes = resolve_classes(args.classes, model.class_names)
-        spec = build_spec(args, model, classes)
+        spec = build_spec(args, model, classes, guide)
         classifier = None
         if args.filter_classifier and context.is_main:
             from dreamdata.classify.checkpoint import load_classifier

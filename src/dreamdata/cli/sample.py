@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dreamdata.cli.arguments import (add_precision_argument, check_output_directory, finite_float, guidance_interval,
                                      guidance_scale)
-from dreamdata.cli.arguments import non_negative_float
+from dreamdata.cli.arguments import non_negative_float, positive_float
 from dreamdata.cli.arguments import check_positive
 from dreamdata.errors import DreamdataError
 
@@ -30,6 +30,12 @@ def add_sample(subparsers) -> None:
                         help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
                              "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); the "
                              "other steps take one conditional pass (default: guide every step)")
+    parser.add_argument("--autoguide", default=None, metavar="STEP|RUN|CKPT",
+                        help="autoguidance (Karras et al. 2024): guide the model with a weaker version of itself - a "
+                             "training step of the same run (e.g. 500), another run directory or a .safetensors "
+                             "checkpoint; works for unconditional models too; twice the network evaluations")
+    parser.add_argument("--autoguide-weight", type=positive_float, default=1.0, metavar="W",
+                        help="autoguidance weight w > 0: (1 + w) D_model - w D_guide (default 1)")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
                              "cold-naive for blur (cold diffusion) runs (default cold-improved); a distilled run: "
@@ -79,6 +85,7 @@ def _sample_out_dir(args, model, timesteps, classes: list[int], conditional: boo
     name += "" if args.x0_clip == "static" else f"-clip{args.x0_clip}"
     name += "" if args.precision == "fp32" else f"-{args.precision}"
     name += "-raw" if args.no_ema else ""
+    name += "" if args.autoguide is None else f"-ag{args.autoguide_weight:g}-{Path(str(args.autoguide)).stem}"
     if conditional and len(classes) < len(model.class_names):
         name += "-classes" + "_".join(str(c) for c in classes)
     return model.checkpoint.parent.parent / "samples" / name.replace("+", "p")
@@ -131,8 +138,8 @@ def _run_sample(args) -> int:
         sampling_timesteps,
     )
     from dreamdata.sampling.saving import uint8_grid, write_png, write_samples
-    from dreamdata.sampling.from_run import (check_guidance_interval_fits, check_sampler, distilled_sampling,
-                                             load_for_sampling, refuse_for_gan, sampler_and_steps,
+    from dreamdata.sampling.from_run import (autoguide, check_guidance_interval_fits, check_sampler,
+                                             distilled_sampling, load_for_sampling, refuse_for_gan, sampler_and_steps,
                                              start_distribution)
     from dreamdata.sampling.generate import network_evaluations_per_sample
     from dreamdata.sampling.thresholding import X0_CLIPS
@@ -155,6 +162,10 @@ def _run_sample(args) -> int:
         raise DreamdataError(f"--out {args.out}: a .png writes only the grid; give a directory for "
                              "--trajectory/--forward-strip")
     model, device = load_for_sampling(args.run, args.device, use_ema=not args.no_ema)
+    refuse_for_gan(model.process, autoguide=args.autoguide)
+    guide = None
+    if args.autoguide is not None:
+        model.network, guide = autoguide(model, args.autoguide, args.autoguide_weight, use_ema=not args.no_ema)
     network, process = model.network, model.process
     refuse_for_gan(process, guidance=args.guidance, guidance_interval=args.guidance_interval, eta=args.eta,
                    from_test=args.from_test, forward_strip=args.forward_strip, trajectory=args.trajectory,
@@ -226,7 +237,10 @@ def _run_sample(args) -> int:
         "x0_clip": args.x0_clip, "precision": args.precision, "guidance": args.guidance,
         "guidance_interval": None if args.guidance_interval is None else list(args.guidance_interval),
         "network_evaluations_per_sample": network_evaluations_per_sample(
-            process, timesteps.numel(), args.spacing, args.guidance if conditional else 0.0, args.guidance_interval),
+            process, timesteps.numel(), args.spacing, args.guidance if conditional else 0.0, args.guidance_interval,
+            autoguided=guide is not None),
+        "autoguide": None if guide is None else {"checkpoint": str(guide.checkpoint), "step": guide.step,
+                                                 "weight": args.autoguide_weight},
         "distilled": None if model.distilled is None else json.loads(model.distilled.to_json()),
         "seed": args.seed, "n": args.n,
         "classes": names if conditional else None, "class_indices": classes if conditional else None,

@@ -70,6 +70,10 @@ class DreamSpec:
     # spacing "searched": the grid `dreamdata search-grid` stored for the checkpoint (a later search may change it,
     # so a resume checks it); None for the formula spacings and for manifests from before the option
     searched_timesteps: list[int] | None = None
+    # autoguidance (Karras et al. 2024): the guide checkpoint's hash and path and the weight w; None for none
+    autoguide_sha256: str | None = None
+    autoguide_checkpoint: str | None = None
+    autoguide_weight: float | None = None
     sample_index: str = field(default="k * num_classes + class (k = position within the class)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,9 +95,9 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
 
 
 def differing_keys(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """The spec keys whose values differ (the checkpoint's path may; its hash is compared instead)."""
+    """The spec keys whose values differ (the checkpoints' paths may; their hashes are compared instead)."""
     return [key for key in sorted(set(stored) | set(wanted))
-            if stored.get(key) != wanted.get(key) and key != "checkpoint"]
+            if stored.get(key) != wanted.get(key) and key not in ("checkpoint", "autoguide_checkpoint")]
 
 
 def spec_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

@@ -250,6 +250,14 @@ def _worker(rank: int, threads: int, spec, out_dir: str, chunks: list[int], batc
         if file_sha256(spec.checkpoint) != spec.checkpoint_sha256:
             raise CheckpointError(f"{spec.checkpoint}: changed since the dream started (its SHA-256 differs)")
         model = load_trained(spec.checkpoint, use_ema=spec.weights == "ema", device="cpu")
+        if spec.autoguide_checkpoint is not None:
+            from dreamdata.sampling.from_run import autoguide
+
+            if file_sha256(spec.autoguide_checkpoint) != spec.autoguide_sha256:
+                raise CheckpointError(f"{spec.autoguide_checkpoint}: changed since the dream started (its SHA-256 "
+                                      "differs)")
+            model.network, _ = autoguide(model, spec.autoguide_checkpoint, spec.autoguide_weight,
+                                         use_ema=spec.weights == "ema")
         dream_chunks(model, spec, Path(out_dir), chunks, batch_size=batch_size, device=torch.device("cpu"),
                      progress=False, max_chunks=max_chunks, **sampler_options)
     except DreamdataError as caught:

@@ -121,7 +121,7 @@ class CellScorer:
         ``cell_dir``; return the cell's result line (without the timestamp)."""
         from dreamdata.evaluation.generated import balanced_labels
         from dreamdata.evaluation.suite import EvaluationOptions, ImageSet, evaluate_images
-        from dreamdata.sampling.from_run import distilled_sampling, start_distribution
+        from dreamdata.sampling.from_run import autoguide, distilled_sampling, start_distribution
         from dreamdata.sampling.generate import TrajectoryRecorder, generate, network_evaluations_per_sample
         from dreamdata.sampling.saving import to_uint8
         from dreamdata.training.pretrained import load_trained
@@ -132,6 +132,9 @@ class CellScorer:
         log = training_log_at(read_metrics(run_dir), cell.checkpoint_step)
         checkpoint = run_dir / "checkpoints" / f"step-{cell.checkpoint_step:09d}.safetensors"
         model = load_trained(checkpoint, device=self.device)
+        if s.get("autoguide"):  # guided by the arm's own earlier checkpoint (Karras et al. 2024)
+            model.network, _ = autoguide(model, int(s["autoguide_step"]), float(s["autoguide"]),
+                                         option=f"sweep cell {cell.key}: autoguide_step")
         network, process = model.network, model.process
         num_classes = int(getattr(network, "num_classes", 0))
         conditional = num_classes > 0
@@ -161,7 +164,8 @@ class CellScorer:
             pixels = to_uint8(images)
         # two evaluations per guided step (the doubled batch), one per other step
         evaluations = e.n * network_evaluations_per_sample(process, int(s["steps"]), s["spacing"], guidance,
-                                                           s.get("guidance_interval"))
+                                                           s.get("guidance_interval"),
+                                                           autoguided=bool(s.get("autoguide")))
         result: dict[str, Any] = {
             "n": e.n, "network_evaluations": evaluations, "checkpoint": str(checkpoint),
             "images_seen": cell.checkpoint_step * model.config.train.batch_size,

@@ -92,7 +92,8 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
 
     ``guidance_interval`` is kept (as ``[lo, hi]`` floats) only where it changes the samples - a guided
     Gaussian cell; otherwise it is dropped, so a cell without one has exactly the settings, the key and
-    the result line it had before the key existed. ``precision`` likewise only when it is not ``fp32``. A blur
+    the result line it had before the key existed. ``precision`` likewise only when it is not ``fp32``, and
+    ``autoguide`` / ``autoguide_step`` only for an autoguided cell of a diffusion arm. A blur
     arm, whose process has no noise levels σ, is refused an interval (give a per-process value such as
     ``{gaussian: [0.28, 5.42], blur: null}``).
 
@@ -111,6 +112,7 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
             value = value[process_kind]
         resolved[key] = value
     interval = resolved.pop("guidance_interval", None)
+    autoguide_weight, autoguide_step = resolved.pop("autoguide", 0.0), resolved.pop("autoguide_step", None)
     if resolved.get("precision") == "fp32":  # the default is left out: a cell has the settings and key it had
         resolved.pop("precision")           # before the option existed
     if is_gan(process):
@@ -131,6 +133,8 @@ def resolve_sampling(settings: dict[str, Any], process_kind: str, num_steps: int
                               f"a {process_kind} process has none (use {{gaussian: {interval!r}, {process_kind}: "
                               "null}})")
         resolved["guidance_interval"] = [float(value) for value in interval]
+    if autoguide_weight and autoguide_step is not None:  # kept only where it changes the samples, like the interval
+        resolved["autoguide"], resolved["autoguide_step"] = float(autoguide_weight), int(autoguide_step)
     return resolved
 
 
@@ -142,6 +146,8 @@ def cell_slug(sampling: dict[str, Any]) -> str:
         slug += "-gi{:g}-{:g}".format(*sampling["guidance_interval"])
     if sampling.get("precision", "fp32") != "fp32":
         slug += f"-{sampling['precision']}"
+    if sampling.get("autoguide"):
+        slug += f"-ag{float(sampling['autoguide']):g}at{sampling['autoguide_step']}"
     for key in ("spacing", "eta", "x0_clip", "start_noise"):
         if sampling.get(key) != SAMPLING_DEFAULTS[key]:
             slug += f"-{key.replace('_', '')}{sampling[key]}"

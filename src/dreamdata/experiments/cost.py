@@ -183,7 +183,8 @@ def _estimate(sweep: SweepConfig, arms: list[Arm], out_dir: Optional[Path]) -> d
                 continue
             guidance = float(sampling["guidance"]) if conditional else 0.0
             per_sample = network_evaluations_per_sample(process, sampling["steps"], sampling["spacing"], guidance,
-                                                        sampling.get("guidance_interval"))  # 2 per guided step
+                                                        sampling.get("guidance_interval"),  # 2 per guided step
+                                                        autoguided=bool(sampling.get("autoguide")))
             evaluations = sweep.evaluation.n * per_sample * checkpoints
             done = 0 if not available else min(
                 checkpoints, _finished_checkpoints(out_dir, arm, available, wanted, sampling))

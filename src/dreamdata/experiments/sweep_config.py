@@ -14,6 +14,8 @@ file is YAML with these keys::
     sampling:                        # the fixed sampling settings (every cell), see SAMPLING_DEFAULTS
       guidance: 1.8
       guidance_interval: [0.28, 5.42]  # guide only at noise levels 0.28 < sigma <= 5.42 (null: every step)
+      autoguide: 1.0                 # autoguidance weight (0: none), the guide being the arm's own...
+      autoguide_step: 500            # ...checkpoint at this training step (dreamdata.sampling.autoguidance)
     sampling_axes:                   # sampling key -> values; every combination x checkpoint is one cell
       sampler: [ddpm]
       steps: [500, 100]
@@ -66,6 +68,8 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
     "x0_clip": "static",
     "start_noise": None,  # blur runs: start noise std (None = the run's own)
     "precision": "fp32",  # the network's arithmetic while sampling: fp32 or bf16 (dreamdata.sampling.precision)
+    "autoguide": 0.0,  # autoguidance weight w (Karras et al. 2024; 0: none), guided by the arm's own checkpoint at...
+    "autoguide_step": None,  # ...this training step (dreamdata.sampling.autoguidance)
 }
 TOP_KEYS = ("name", "base", "overrides", "train_axes", "arms", "sampling", "sampling_axes", "cells",
             "checkpoints", "metrics", "evaluation", "figures", "table", "device", "num_threads")
@@ -206,10 +210,26 @@ def _check_sampling(origin: str, settings: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{origin}: precision {option!r}: expected {expected_sampling_precision()}")
             if key == "steps" and option is not None and not (isinstance(option, int) and option >= 1):
                 raise ConfigError(f"{origin}: steps {option!r}: expected a positive integer or null (every step)")
+            if key == "autoguide" and not (isinstance(option, (int, float)) and not isinstance(option, bool)
+                                           and option >= 0):
+                raise ConfigError(f"{origin}: autoguide {option!r}: expected a weight >= 0 (0: no autoguidance)")
+            if key == "autoguide_step" and option is not None and not (
+                    isinstance(option, int) and not isinstance(option, bool) and option >= 0):
+                raise ConfigError(f"{origin}: autoguide_step {option!r}: expected a training step of the arm's run "
+                                  "(a checkpoint to guide with) or null")
     resolved = {**SAMPLING_DEFAULTS, **settings}
+    for weight in _values(resolved["autoguide"]):
+        if weight and resolved["autoguide_step"] is None:
+            raise ConfigError(f"{origin}: autoguide {weight!r} needs autoguide_step: the training step of the "
+                              "arm's checkpoint that guides (e.g. autoguide_step: 500)")
     if checkpoints is not None:
         resolved["checkpoints"] = _parse_checkpoints(origin, checkpoints)
     return resolved
+
+
+def _values(value: Any) -> list[Any]:
+    """A sampling value's options: the per-process values of a mapping, else the value itself."""
+    return list(value.values()) if isinstance(value, dict) else [value]
 
 
 def _parse_cells(origin: str, tree: dict[str, Any]) -> list[dict[str, Any]]:

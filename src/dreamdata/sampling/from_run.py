@@ -4,8 +4,8 @@
 The network and process themselves are rebuilt by :func:`dreamdata.training.pretrained.load_trained`;
 this module adds what every sampling command needs on top of that: the device, user errors
 (:class:`~dreamdata.errors.DreamdataError`) for a sampler that does not fit the process, each process's
-default sampler and step count, a distilled run's one sampler (:func:`distilled_sampling`), and cold
-diffusion's start distribution (the run's saved blur prior).
+default sampler and step count, a distilled run's one sampler (:func:`distilled_sampling`), the guide of
+autoguided sampling (:func:`autoguide`), and cold diffusion's start distribution (the run's saved blur prior).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from dreamdata.errors import DreamdataError
 from dreamdata.training.pretrained import TrainedModel, load_trained
 
-__all__ = ["check_guidance_interval_fits", "check_sampler", "distilled_sampling", "is_gan", "load_for_sampling",
-           "refuse_for_gan", "run_directory", "run_distilled_sampler", "sampler_and_steps", "start_distribution"]
+__all__ = ["autoguide", "check_guidance_interval_fits", "check_sampler", "distilled_sampling", "is_gan",
+           "load_for_sampling", "refuse_for_gan", "run_directory", "run_distilled_sampler", "sampler_and_steps", "start_distribution"]
 
 
 def load_for_sampling(run: str | Path, device: str = "auto", use_ema: bool = True, local_rank: int = 0
@@ -31,6 +31,43 @@ def load_for_sampling(run: str | Path, device: str = "auto", use_ema: bool = Tru
 
     resolved = resolve_device(device, local_rank)
     return load_trained(run, use_ema=use_ema, device=resolved), resolved
+
+
+def autoguide(model: TrainedModel, guide: str | Path | int, weight: float, use_ema: bool = True,
+              option: str = "--autoguide") -> tuple[torch.nn.Module, TrainedModel]:
+    """``(network, guide_model)``: ``model``'s network autoguided with weight ``w`` by ``guide`` (Karras et al.
+    2024, :mod:`~dreamdata.sampling.autoguidance`), and the loaded guide (for the records).
+
+    ``guide`` is a training step of the model's own run (``500``: ``RUN/checkpoints/step-000000500``), a run
+    directory (its latest checkpoint) or a ``.safetensors`` checkpoint; its EMA weights when ``use_ema``, like
+    the model's. A :class:`DreamdataError` names ``option`` and the value when the checkpoint is missing, is the
+    model's own, or cannot guide it (another schedule, parameterisation, image shape or class count)."""
+    from dreamdata.sampling.autoguidance import AutoguidedNetwork, guide_mismatch
+
+    if not weight > 0:
+        raise DreamdataError(f"{option}-weight {weight:g}: expected a weight w > 0 (the guided output is "
+                             "(1 + w) D_model - w D_guide)")
+    text = str(guide)
+    if text.isdigit():
+        folder = run_directory(model) / "checkpoints"
+        path = folder / f"step-{int(text):09d}.safetensors"
+        if not path.is_file():
+            steps = sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("step-*.safetensors"))
+            raise DreamdataError(f"{option} {text}: the run {run_directory(model)} has no checkpoint at step {text} "
+                                 f"(it has: {', '.join(map(str, steps)) or 'none'}; keep more with "
+                                 "train.checkpoint_every and train.keep_checkpoints: 0)")
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            raise DreamdataError(f"{option} {text}: no such run directory or checkpoint")
+    guide_model = load_trained(path, use_ema=use_ema, device=next(model.network.parameters()).device)
+    if guide_model.checkpoint.resolve() == model.checkpoint.resolve():
+        raise DreamdataError(f"{option} {text}: that is the model's own checkpoint, which guides nothing "
+                             "(give a weaker one: an earlier step of the run, or a smaller run)")
+    mismatch = guide_mismatch(model, guide_model)
+    if mismatch is not None:
+        raise DreamdataError(f"{option} {text}: cannot guide {model.checkpoint}: {mismatch}")
+    return AutoguidedNetwork(model.network, guide_model.network, weight), guide_model
 
 
 def run_directory(model: TrainedModel) -> Path:

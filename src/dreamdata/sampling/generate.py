@@ -116,18 +116,21 @@ def sampling_timesteps(process, steps: int, spacing: str = "linspace") -> torch.
 
 
 def network_evaluations_per_sample(process, steps: int, spacing: str = "linspace", guidance_scale: float = 0.0,
-                                   guidance_interval: Optional[Sequence[float]] = None) -> int:
+                                   guidance_interval: Optional[Sequence[float]] = None,
+                                   autoguided: bool = False) -> int:
     """How many images the network sees per sample: one per step, two for each guided step (the conditional
     and unconditional halves of the doubled batch); with ``guidance_interval`` only the steps whose noise
-    level lies in it are guided (see :mod:`~dreamdata.sampling.guidance`)."""
+    level lies in it are guided (see :mod:`~dreamdata.sampling.guidance`). ``autoguided``: twice that, the
+    guide network seeing every image the model sees (:mod:`~dreamdata.sampling.autoguidance`)."""
+    passes = 2 if autoguided else 1
     if guidance_scale == 0:
-        return int(steps)
+        return passes * int(steps)
     interval = check_guidance_interval(guidance_interval)
     if interval is None:
-        return 2 * int(steps)
+        return passes * 2 * int(steps)
     timesteps = sampling_timesteps(process, int(steps), spacing).tolist()
     scales = step_guidance_scales(process.schedule.alpha_bar, timesteps, guidance_scale, interval)
-    return len(timesteps) + sum(scale != 0 for scale in scales)
+    return passes * (len(timesteps) + sum(scale != 0 for scale in scales))
 
 
 def _network_device(network) -> torch.device:

@@ -32,6 +32,7 @@ class TrainedModel:
     checkpoint: Path
     # a progressively distilled student: the one sampler it was distilled for (None for any other checkpoint)
     distilled: Optional[DistilledSampler] = None
+    image_shape: tuple[int, int, int] = (0, 0, 0)  # (channels, height, width) of the images it was trained on
 
 
 def load_trained(path: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> TrainedModel:
@@ -69,4 +70,5 @@ def load_trained(path: str | Path, use_ema: bool = True, device: str | torch.dev
         process.searched_grids = grids_for_checkpoint(weights_path, "ema" if use_ema else "model")
     return TrainedModel(network=network, process=process, config=config,
                         class_names=data["class_names"], step=weights.step, checkpoint=weights_path,
-                        distilled=read_distilled(weights.metadata, weights_path))
+                        distilled=read_distilled(weights.metadata, weights_path),
+                        image_shape=(int(data["channels"]), int(data["image_size"]), int(data["image_size"])))
