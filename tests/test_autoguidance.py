@@ -165,3 +165,24 @@ def test_an_autoguided_dream_is_the_same_in_two_workers_and_resumes_only_with_it
                  "--batch", "3", "--device", "cpu", "--guidance", "1.5", "--workers", "1", "--autoguide", "1",
                  "--autoguide-weight", "1"]) == 2
     assert "autoguide_weight: 0.5 -> 1.0" in capsys.readouterr().err
+
+
+def test_evaluate_with_a_guide_equal_to_the_model_scores_what_the_model_scores(tmp_path, tiny_run, tiny_extractor_file,
+                                                                              monkeypatch, capsys):
+    from dreamdata.cli import main
+
+    monkeypatch.setenv("DREAMDATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DREAMDATA_FID_WEIGHTS", str(tiny_extractor_file))
+    copy = tiny_run / "checkpoints" / "step-000000099.safetensors"
+    shutil.copy(tiny_run / "checkpoints" / "step-000000002.safetensors", copy)
+    common = ["evaluate", str(tiny_run), "--n", "12", "--steps", "3", "--batch", "5", "--metrics", "fid"]
+    assert main([*common, "--out", str(tmp_path / "plain.json")]) == 0
+    assert main([*common, "--autoguide", str(copy), "--out", str(tmp_path / "self.json")]) == 0
+    assert main([*common, "--autoguide", "1", "--autoguide-weight", "50", "--out", str(tmp_path / "early.json")]) == 0
+    plain, same, early = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "self.json", "early.json"))
+    assert same["fid"] == pytest.approx(plain["fid"], rel=1e-3)
+    assert early["fid"] != pytest.approx(plain["fid"], rel=1e-3)
+    assert plain["autoguide"] is None and early["autoguide"]["step"] == 1 and early["autoguide"]["weight"] == 50.0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "plain.json"), "--autoguide", "1"]) == 2
+    assert "guides the sampling of a run" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from dreamdata.cli.arguments import guidance_scale, non_negative_float
+from dreamdata.cli.arguments import guidance_scale, non_negative_float, positive_float
 from dreamdata.errors import DreamdataError
 
 DEFAULT_N = 10_000
@@ -43,6 +43,11 @@ def add_evaluate(subparsers) -> None:
                         help="blur runs: std of the noise added to the flat start image (default: the run's own)")
     parser.add_argument("--spacing", default=None, help="timestep spacing (default linspace; a distilled run's own)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance w (default 0)")
+    parser.add_argument("--autoguide", default=None, metavar="STEP|RUN|CKPT",
+                        help="sample a run with autoguidance (Karras et al. 2024), guided by a weaker version of the "
+                             "model: a training step of the same run, another run directory or a checkpoint")
+    parser.add_argument("--autoguide-weight", type=positive_float, default=1.0, metavar="W",
+                        help="autoguidance weight w > 0: (1 + w) D_model - w D_guide (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; also seeds KID/IS subsets")
     parser.add_argument("--batch", type=int, default=256, help="sampling batch (default 256)")
     parser.add_argument("--device", default="auto")
@@ -133,8 +138,8 @@ def _run_evaluate(args) -> int:
     from dreamdata import __version__
     from dreamdata.atomic import write_text_atomic
     from dreamdata.cli.arguments import check_positive
-    from dreamdata.sampling.from_run import (distilled_sampling, load_for_sampling, refuse_for_gan, sampler_and_steps,
-                                             start_distribution)
+    from dreamdata.sampling.from_run import (autoguide, distilled_sampling, load_for_sampling, refuse_for_gan,
+                                             sampler_and_steps, start_distribution)
     from dreamdata.evaluation.extractor import resolve_extractor
     from dreamdata.finite_json import dumps as finite_dumps
     from dreamdata.evaluation.sources import load_reference, load_sample_set
@@ -159,10 +164,15 @@ def _run_evaluate(args) -> int:
     is_run = (target / "config.yaml").is_file() or target.suffix == ".safetensors"
     device = resolve_device(args.device)
     extractor = resolve_extractor(args.fid_weights, device=device)  # fail fast, before sampling
-    model = None
+    model, guide = None, None
+    if args.autoguide is not None and not is_run:
+        raise DreamdataError(f"--autoguide {args.autoguide}: guides the sampling of a run; {target} is a set of "
+                             "samples")
     if is_run:
         model, device = load_for_sampling(target, args.device, use_ema=not args.no_ema)
-        refuse_for_gan(model.process, spacing=args.spacing)
+        refuse_for_gan(model.process, spacing=args.spacing, autoguide=args.autoguide)
+        if args.autoguide is not None:
+            model.network, guide = autoguide(model, args.autoguide, args.autoguide_weight, use_ema=not args.no_ema)
         args.sampler, args.steps, args.spacing = distilled_sampling(model.distilled, args.sampler, args.steps,
                                                                     args.spacing, args.guidance, None, model.process)
         if model.config.process.kind == "gaussian":  # evaluation defaults: 50-step DDIM, as the FID benchmarks
@@ -197,7 +207,8 @@ def _run_evaluate(args) -> int:
         sampling_seconds = time.perf_counter() - sampling_started
         out = Path(args.out) if args.out else (
             model.checkpoint.parent.parent / "eval" /
-            f"{args.sampler}-{args.steps}steps-w{args.guidance:g}-n{args.n}-seed{args.seed}-step{model.step}"
+            (f"{args.sampler}-{args.steps}steps-w{args.guidance:g}-n{args.n}-seed{args.seed}-step{model.step}"
+             + ("" if guide is None else f"-ag{args.autoguide_weight:g}-step{guide.step}"))
             .replace("+", "p") / "metrics.json")
     else:
         loaded = load_sample_set(target)
@@ -231,6 +242,8 @@ def _run_evaluate(args) -> int:
         result.update({"checkpoint": str(model.checkpoint), "step": model.step, "sampler": args.sampler,
                        "steps": args.steps, "spacing": args.spacing, "guidance": args.guidance,
                        "seed": args.seed, "weights": "raw" if args.no_ema else "ema", "device": str(device),
+                       "autoguide": None if guide is None else {"checkpoint": str(guide.checkpoint),
+                                                                "step": guide.step, "weight": args.autoguide_weight},
                        "sampling_seconds": sampling_seconds, "samples_per_second": args.n / sampling_seconds})
     write_text_atomic(out, finite_dumps(result, indent=2) + "\n")
     print(_format_table(result))
