@@ -179,7 +179,7 @@ def test_evaluate_with_a_guide_equal_to_the_model_scores_what_the_model_scores(t
     assert main([*common, "--out", str(tmp_path / "plain.json")]) == 0
     assert main([*common, "--autoguide", str(copy), "--out", str(tmp_path / "self.json")]) == 0
     assert main([*common, "--autoguide", "1", "--autoguide-weight", "50", "--out", str(tmp_path / "early.json")]) == 0
-    plain, same, early = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "self.json", "early.json"))
+    plain, same, early = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("plain", "self", "early"))
     assert same["fid"] == pytest.approx(plain["fid"], rel=1e-3)
     assert early["fid"] != pytest.approx(plain["fid"], rel=1e-3)
     assert plain["autoguide"] is None and early["autoguide"]["step"] == 1 and early["autoguide"]["weight"] == 50.0
