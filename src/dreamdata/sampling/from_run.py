@@ -20,7 +20,8 @@ from dreamdata.errors import DreamdataError
 from dreamdata.training.pretrained import TrainedModel, load_trained
 
 __all__ = ["autoguide", "check_guidance_interval_fits", "check_sampler", "distilled_sampling", "is_gan",
-           "load_for_sampling", "refuse_for_gan", "run_directory", "run_distilled_sampler", "sampler_and_steps", "start_distribution"]
+           "load_for_sampling", "refuse_for_gan", "run_directory", "run_distilled_sampler", "sampler_and_steps",
+           "start_distribution"]
 
 
 def load_for_sampling(run: str | Path, device: str = "auto", use_ema: bool = True, local_rank: int = 0
