@@ -8,6 +8,9 @@
 # SAMPLERS="ddim dpm++2m-sde" draws 2,000 samples from the same model with each sampler at the same 50 steps
 # (the peers' protocol is DDIM, so any other sampler's figure sits beside theirs, not in their column);
 # SAMPLER=NAME is the one-sampler form. SAMPLE_BATCH sets the sampling batch (default 500).
+# AUTOGUIDE=STEP (with AUTOGUIDE_WEIGHT=w, default 1) also samples each sampler autoguided by the run's own
+# checkpoint at that training step (Karras et al. 2024; keep it with train.checkpoint_every=250
+# train.keep_checkpoints=0 among the overrides): twice the network evaluations, into samples-<sampler>-ag.
 set -euo pipefail
 out=${1:-bench-results}
 shift $(( $# > 0 ? 1 : 0 ))
@@ -22,4 +25,10 @@ for sampler in ${SAMPLERS:-${SAMPLER:-ddim}}; do
         --seed 0 --out "$out/samples-$sampler"
     (cd ../shared/bench && "$repo/.venv-peers/bin/python" fidlib.py score "$repo/$out/samples-$sampler/samples.npz" \
         --json "$repo/$out/fid-dreamdata-uncond-10min-$sampler.json")
+    if [ -n "${AUTOGUIDE:-}" ]; then
+        .venv/bin/dreamdata sample "$out/run" --n 2000 --sampler "$sampler" --steps 50 --batch "${SAMPLE_BATCH:-500}" \
+            --seed 0 --autoguide "$AUTOGUIDE" --autoguide-weight "${AUTOGUIDE_WEIGHT:-1}" --out "$out/samples-$sampler-ag"
+        (cd ../shared/bench && "$repo/.venv-peers/bin/python" fidlib.py score \
+            "$repo/$out/samples-$sampler-ag/samples.npz" --json "$repo/$out/fid-dreamdata-uncond-10min-$sampler-ag.json")
+    fi
 done
