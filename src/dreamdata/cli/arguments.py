@@ -114,3 +114,15 @@ def add_precision_argument(parser: argparse.ArgumentParser, recorded_in: str) ->
     parser.add_argument("--precision", choices=SAMPLING_PRECISIONS, default="fp32",
                         help="the network's arithmetic: fp32 (default), or bf16 autocast (faster on a CPU or GPU with "
                              f"bf16 units; the sampler's own arithmetic stays fp32; recorded in {recorded_in})")
+
+
+def add_autoguide_arguments(parser: argparse.ArgumentParser, recorded_in: str) -> None:
+    """``--autoguide STEP|RUN|CKPT`` and ``--autoguide-weight W``: autoguidance (Karras et al. 2024, see
+    :mod:`dreamdata.sampling.autoguidance`), resolved by :func:`dreamdata.sampling.from_run.autoguide`."""
+    parser.add_argument("--autoguide", default=None, metavar="STEP|RUN|CKPT",
+                        help="autoguidance (Karras et al. 2024): guide the model with a weaker version of itself - a "
+                             "training step of the same run (e.g. 500), another run directory or a .safetensors "
+                             "checkpoint; works for unconditional models too; twice the network evaluations; "
+                             f"recorded in {recorded_in}")
+    parser.add_argument("--autoguide-weight", type=positive_float, default=1.0, metavar="W",
+                        help="autoguidance weight w > 0: (1 + w) D_model - w D_guide (default 1)")

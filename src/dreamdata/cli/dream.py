@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from dreamdata.cli.arguments import (add_precision_argument, check_output_directory, finite_float, guidance_interval,
-                                     guidance_scale, positive_float)
+from dreamdata.cli.arguments import (add_autoguide_arguments, add_precision_argument, check_output_directory,
+                                     finite_float, guidance_interval, guidance_scale)
 from dreamdata.errors import DreamdataError
 
 
@@ -36,12 +36,7 @@ def add_dream(subparsers) -> None:
                         help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
                              "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); "
                              "recorded in the manifest (default: guide every step)")
-    parser.add_argument("--autoguide", default=None, metavar="STEP|RUN|CKPT",
-                        help="autoguidance (Karras et al. 2024): guide the model with a weaker version of itself - a "
-                             "training step of the same run, another run directory or a .safetensors checkpoint; "
-                             "twice the network evaluations; recorded in the manifest")
-    parser.add_argument("--autoguide-weight", type=positive_float, default=1.0, metavar="W",
-                        help="autoguidance weight w > 0: (1 + w) D_model - w D_guide (default 1)")
+    add_autoguide_arguments(parser, "the manifest")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... (default ddim; a GAN run: gan; a distilled run: its own DDIM)")
     parser.add_argument("--steps", type=int, default=None,

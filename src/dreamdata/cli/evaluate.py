@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from dreamdata.cli.arguments import guidance_scale, non_negative_float, positive_float
+from dreamdata.cli.arguments import add_autoguide_arguments, guidance_scale, non_negative_float
 from dreamdata.errors import DreamdataError
 
 DEFAULT_N = 10_000
@@ -43,11 +43,7 @@ def add_evaluate(subparsers) -> None:
                         help="blur runs: std of the noise added to the flat start image (default: the run's own)")
     parser.add_argument("--spacing", default=None, help="timestep spacing (default linspace; a distilled run's own)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0, help="classifier-free guidance w (default 0)")
-    parser.add_argument("--autoguide", default=None, metavar="STEP|RUN|CKPT",
-                        help="sample a run with autoguidance (Karras et al. 2024), guided by a weaker version of the "
-                             "model: a training step of the same run, another run directory or a checkpoint")
-    parser.add_argument("--autoguide-weight", type=positive_float, default=1.0, metavar="W",
-                        help="autoguidance weight w > 0: (1 + w) D_model - w D_guide (default 1)")
+    add_autoguide_arguments(parser, "metrics.json")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed; also seeds KID/IS subsets")
     parser.add_argument("--batch", type=int, default=256, help="sampling batch (default 256)")
     parser.add_argument("--device", default="auto")

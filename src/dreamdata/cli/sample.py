@@ -6,10 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from dreamdata.cli.arguments import (add_precision_argument, check_output_directory, finite_float, guidance_interval,
-                                     guidance_scale)
-from dreamdata.cli.arguments import non_negative_float, positive_float
-from dreamdata.cli.arguments import check_positive
+from dreamdata.cli.arguments import (add_autoguide_arguments, add_precision_argument, check_output_directory,
+                                     check_positive, finite_float, guidance_interval, guidance_scale,
+                                     non_negative_float)
 from dreamdata.errors import DreamdataError
 
 
@@ -30,12 +29,7 @@ def add_sample(subparsers) -> None:
                         help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
                              "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); the "
                              "other steps take one conditional pass (default: guide every step)")
-    parser.add_argument("--autoguide", default=None, metavar="STEP|RUN|CKPT",
-                        help="autoguidance (Karras et al. 2024): guide the model with a weaker version of itself - a "
-                             "training step of the same run (e.g. 500), another run directory or a .safetensors "
-                             "checkpoint; works for unconditional models too; twice the network evaluations")
-    parser.add_argument("--autoguide-weight", type=positive_float, default=1.0, metavar="W",
-                        help="autoguidance weight w > 0: (1 + w) D_model - w D_guide (default 1)")
+    add_autoguide_arguments(parser, "sample.json")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
                              "cold-naive for blur (cold diffusion) runs (default cold-improved); a distilled run: "
