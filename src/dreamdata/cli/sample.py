@@ -66,7 +66,7 @@ def add_sample(subparsers) -> None:
     parser.set_defaults(handler=_run_sample)
 
 
-def _sample_out_dir(args, model, timesteps, classes: list[int], conditional: bool) -> Path:
+def _sample_out_dir(args, model, timesteps, classes: list[int], conditional: bool, guide=None) -> Path:
     """``--out``, or ``RUN/samples/<sampler>-<S>steps-w<w>[-gi<lo>-<hi>]-seed<seed>-step<step>[-...]``."""
     if args.out:
         return Path(args.out).expanduser()
@@ -79,7 +79,7 @@ def _sample_out_dir(args, model, timesteps, classes: list[int], conditional: boo
     name += "" if args.x0_clip == "static" else f"-clip{args.x0_clip}"
     name += "" if args.precision == "fp32" else f"-{args.precision}"
     name += "-raw" if args.no_ema else ""
-    name += "" if args.autoguide is None else f"-ag{args.autoguide_weight:g}-{Path(str(args.autoguide)).stem}"
+    name += "" if guide is None else f"-ag{args.autoguide_weight:g}-step{guide.step}"
     if conditional and len(classes) < len(model.class_names):
         name += "-classes" + "_".join(str(c) for c in classes)
     return model.checkpoint.parent.parent / "samples" / name.replace("+", "p")
@@ -186,7 +186,7 @@ def _run_sample(args) -> int:
         timesteps = sampling_timesteps(process, args.steps, args.spacing)
     except ValueError as error:
         raise DreamdataError(f"--spacing/--steps: {error}") from None
-    out_dir = _sample_out_dir(args, model, timesteps, classes, conditional)
+    out_dir = _sample_out_dir(args, model, timesteps, classes, conditional, guide)
     # load the data before sampling, so that a missing dataset fails fast
     forward = _forward_strip_images(model, classes, conditional) if args.forward_strip else None
 

@@ -194,7 +194,7 @@ def _check_sampling(origin: str, settings: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"{origin}: unknown sampling key {unknown[0]!r} (known: {', '.join(SAMPLING_DEFAULTS)})")
     for key, value in settings.items():
-        for option in (value.values() if isinstance(value, dict) else [value]):
+        for option in _values(value):
             if isinstance(option, float) and not math.isfinite(option):
                 raise ConfigError(f"{origin}: sampling key {key!r} = {option!r}: expected a finite number")
             if key == "guidance" and option is not None and not (isinstance(option, (int, float)) and option >= 0):
