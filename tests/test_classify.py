@@ -420,7 +420,7 @@ def test_study_chains_train_dream_augment(pattern_npzs, tmp_path):
     # w = 1, fp32, seed 0; 3 steps from the config)
     assert summary["per_k"]["4"]["dreamed_with"] == {"sampler": "ddim", "steps": 3, "spacing": "linspace",
                                                      "guidance": 1.0, "guidance_interval": None, "precision": None,
-                                                     "seed": 0}
+                                                     "seed": 0, "autoguide_weight": None, "autoguide_step": None}
     assert "Dreamed with: K = 4: ddim, 3 steps (linspace), guidance 1, fp32, seed 0, " in (
         study / "summary.md").read_text()
     # npz: data: the classifiers are not flipped (the dataset default), and both reports say so

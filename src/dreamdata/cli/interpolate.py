@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dreamdata.cli.arguments import guidance_scale
-from dreamdata.cli.arguments import check_positive
-from dreamdata.sampling.from_run import distilled_sampling, is_gan, load_for_sampling, refuse_for_gan
+from dreamdata.cli.arguments import add_autoguide_arguments, check_positive, guidance_scale
+from dreamdata.sampling.from_run import autoguide, distilled_sampling, is_gan, load_for_sampling, refuse_for_gan
 from dreamdata.errors import DreamdataError
 
 
@@ -35,6 +34,7 @@ def add_interpolate(subparsers) -> None:
     parser.add_argument("--spacing", default=None, help="timestep spacing (default linspace; a distilled run's own)")
     parser.add_argument("--guidance", type=guidance_scale, default=0.0,
                         help="classifier-free guidance scale w >= 0 (default 0: none)")
+    add_autoguide_arguments(parser, "the strip's default file name")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--out", metavar="FILE", help="output PNG (default RUN/samples/interpolate-....png)")
@@ -58,13 +58,16 @@ def _run_interpolate(args) -> int:
     from dreamdata.process import GaussianDiffusion
 
     gan = is_gan(process)
-    refuse_for_gan(process, steps=args.steps, guidance=args.guidance, spacing=args.spacing)
+    refuse_for_gan(process, steps=args.steps, guidance=args.guidance, spacing=args.spacing, autoguide=args.autoguide)
     _, args.steps, args.spacing = distilled_sampling(model.distilled, None, args.steps, args.spacing, args.guidance,
                                                      None, process)
     args.steps = 1 if gan else (args.steps or 50)
     if not gan and not isinstance(process, GaussianDiffusion):
         raise DreamdataError(f"{args.run}: interpolate walks DDIM's noise space, so it needs a Gaussian diffusion "
                              f"run (or a GAN run); this run's process is {model.config.process.kind}")
+    guide = None
+    if args.autoguide is not None:
+        network, guide = autoguide(model, args.autoguide, args.autoguide_weight, use_ema=not args.no_ema)
     conditional = int(getattr(network, "num_classes", 0)) > 0
 
     def one_class(spec: str, option: str) -> int:
@@ -106,11 +109,13 @@ def _run_interpolate(args) -> int:
         what = f"{label}, seed {args.seed} -> {seed2}"
         name = f"interpolate-{'uncond' if class_a is None else f'class{class_a}'}-seed{args.seed}-to{seed2}"
         name += "" if args.path == "slerp" else f"-{args.path}"
-    name += f"-{args.steps}steps-w{args.guidance:g}-step{model.step}.png"
+    name += f"-{args.steps}steps-w{args.guidance:g}-step{model.step}"
+    name += ("" if guide is None else f"-ag{args.autoguide_weight:g}-step{guide.step}") + ".png"
     out = Path(args.out).expanduser() if args.out else model.checkpoint.parent.parent / "samples" / name
     check_finite(frames, model_source(model), network, what=f"DDIM interpolation ({args.steps} steps)")
     write_png(uint8_grid(frames, nrow=args.frames), out)
-    print(f"wrote {out} ({args.frames} frames, {what}, DDIM {args.steps} steps, w={args.guidance:g})")
+    guided = "" if guide is None else f", autoguided by {guide.checkpoint.name} at w={args.autoguide_weight:g}"
+    print(f"wrote {out} ({args.frames} frames, {what}, DDIM {args.steps} steps, w={args.guidance:g}{guided})")
     return 0
 
 

@@ -128,6 +128,9 @@ class TrainConfig:
     val_batches: int = 4  # validation batches per evaluation
     checkpoint_every: int = 2000  # steps between checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # older checkpoints are deleted
+    # checkpoints also written at these steps and never deleted: e.g. the earlier self an autoguided sampler is
+    # guided by (`dreamdata sample --autoguide STEP`, the study's dream.autoguide_step)
+    keep_steps: list[int] = field(default_factory=list)
     sample_grid: bool = True  # write a sample grid (one row per class) at the end
     sample_per_class: int = 8
     sample_steps: int = 100  # ancestral DDPM steps for the end-of-training grid

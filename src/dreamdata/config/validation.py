@@ -110,6 +110,8 @@ def _validate_numbers(config: RunConfig) -> None:
         _expect(getattr(t, name) >= 1, f"train.{name}", getattr(t, name), "a positive integer")
     for name in ("val_every", "checkpoint_every", "keep_checkpoints", "warmup_steps"):
         _expect(getattr(t, name) >= 0, f"train.{name}", getattr(t, name), "an integer >= 0")
+    _expect(all(isinstance(step, int) and not isinstance(step, bool) and step >= 1 for step in t.keep_steps),
+            "train.keep_steps", t.keep_steps, "a list of positive step numbers")
     _expect(t.grad_clip >= 0.0, "train.grad_clip", t.grad_clip, "a gradient norm >= 0 (0 disables clipping)")
     _expect(t.num_threads is None or t.num_threads >= 1, "train.num_threads", t.num_threads,
             "a positive integer or null")

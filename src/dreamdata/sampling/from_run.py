@@ -55,8 +55,9 @@ def autoguide(model: TrainedModel, guide: str | Path | int, weight: float, use_e
         if not path.is_file():
             steps = sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("step-*.safetensors"))
             raise DreamdataError(f"{option} {text}: the run {run_directory(model)} has no checkpoint at step {text} "
-                                 f"(it has: {', '.join(map(str, steps)) or 'none'}; keep more with "
-                                 "train.checkpoint_every and train.keep_checkpoints: 0)")
+                                 f"(it has: {', '.join(map(str, steps)) or 'none'}; keep one with "
+                                 "train.keep_steps, or more with train.checkpoint_every and "
+                                 "train.keep_checkpoints: 0)")
     else:
         path = Path(text).expanduser()
         if not path.exists():

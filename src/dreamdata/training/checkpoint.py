@@ -17,6 +17,7 @@ import io
 import json
 import pickle
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -46,8 +47,10 @@ def _state_dict_tensors(module: nn.Module, prefix: str) -> dict[str, torch.Tenso
 
 
 def save_checkpoint(run_dir: Path, step: int, network: nn.Module, ema_network: nn.Module,
-                    training_state: dict[str, Any], metadata: dict[str, str], keep: int = 2) -> Path:
-    """Write weights + training state for ``step`` and point ``latest.json`` at them."""
+                    training_state: dict[str, Any], metadata: dict[str, str], keep: int = 2,
+                    protected_steps: Iterable[int] = ()) -> Path:
+    """Write weights + training state for ``step`` and point ``latest.json`` at them; then delete all but the
+    newest ``keep`` checkpoints (0 = keep all), never one at a step in ``protected_steps``."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
@@ -69,13 +72,15 @@ def save_checkpoint(run_dir: Path, step: int, network: nn.Module, ema_network: n
             weights_path.unlink(missing_ok=True)
             state_path.unlink(missing_ok=True)
         raise
-    _delete_old(folder, keep)
+    _delete_old(folder, keep, {checkpoint_name(int(step)) for step in protected_steps})
     return weights_path
 
 
-def _delete_old(folder: Path, keep: int) -> None:
+def _delete_old(folder: Path, keep: int, protected: set[str]) -> None:
     weights = sorted(folder.glob("step-*.safetensors"))
     for old in weights[:-keep] if keep > 0 else []:
+        if old.stem in protected:
+            continue
         old.unlink(missing_ok=True)
         old.with_suffix("").with_suffix(".state.pt").unlink(missing_ok=True)
 

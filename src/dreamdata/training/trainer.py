@@ -323,7 +323,7 @@ class Trainer:
                             bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=record["img_per_s"])
                         if tc.minutes is not None:
                             bar.set_description(f"train ({max(0.0, tc.minutes - self.elapsed / 60):.1f} min left)")
-                    if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+                    if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0) or self.step in tc.keep_steps:
                         self.save()
                     every = self.config.evaluation.every
                     if every and self.step % every == 0:

@@ -54,7 +54,8 @@ def save_trainer_state(trainer: Trainer) -> Optional[Path]:
              "per_rank": per_rank, "window_steps": trainer.window_steps, "world_size": trainer.context.world_size,
              "window_skipped": trainer.window_skipped, "bad_in_a_row": trainer.bad_in_a_row}
     return ckpt.save_checkpoint(trainer.run_dir, trainer.step, trainer.network, trainer.objective.sampling_network(),
-                                state, _metadata(trainer), keep=trainer.config.train.keep_checkpoints)
+                                state, _metadata(trainer), keep=trainer.config.train.keep_checkpoints,
+                                protected_steps=trainer.config.train.keep_steps)
 
 
 def restore_trainer_state(trainer: Trainer) -> None:

@@ -80,6 +80,11 @@ class StudyDreamConfig:
     # CPU worker processes sharing the chunks (`dream --workers`): auto = one per thread of the study's thread
     # budget (num_threads, else all cores), each with one thread; 1 = the study's process with all its threads
     workers: int | str = "auto"
+    # Autoguidance (Karras et al. 2024, `dreamdata dream --autoguide`): each K's generator guided by its own EMA
+    # at this training step, (1 + w) D(x) - w D_step(x), twice the network evaluations per image; one entry per
+    # K (null = that K unguided), null = off. The generator then keeps that checkpoint (train.keep_steps).
+    autoguide_step: list[int | None] | None = None
+    autoguide_weight: float = 1.0  # w > 0
 
 
 @dataclass
@@ -255,6 +260,7 @@ def validate_study(config: StudyConfig) -> None:
         raise ConfigError(f"config key dream.precision: expected {expected_sampling_precision()}, "
                           f"got {config.dream.precision!r}")
     _validate_distill(config)
+    _validate_autoguide(config)
     _validate_selection(config.classifier_selection)
 
     from dreamdata.dream.workers import parse_workers
@@ -286,6 +292,33 @@ def _validate_distill(config: StudyConfig) -> None:
     if dream.guidance_interval is not None:
         raise ConfigError(f"config key dream.guidance_interval: {dream.guidance_interval}, but distill.from_steps "
                           "is set: the student has dream.guidance baked in at every step (set the interval to null)")
+
+
+def _validate_autoguide(config: StudyConfig) -> None:
+    """``dream.autoguide_step``: one earlier step of each K's generator (or null), which that generator reaches."""
+    steps, count = config.dream.autoguide_step, len(config.real.per_class)
+    if steps is None:
+        return
+    if not isinstance(steps, list) or len(steps) != count:
+        raise ConfigError(f"config key dream.autoguide_step: expected a list with one training step (or null) per "
+                          f"K, {count} in all (real.per_class), got {steps}")
+    for index, step in enumerate(steps):
+        if step is None:
+            continue
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ConfigError(f"config key dream.autoguide_step: expected positive training steps or null, got "
+                              f"{step!r} in {steps}")
+        budget = config.generator.steps
+        if budget is not None and step >= budget[index]:
+            raise ConfigError(f"config key dream.autoguide_step: {step} for K = {k_label(config.real.per_class[index])}"
+                              f" is not before the generator's last step ({budget[index]}, generator.steps): the "
+                              "guide is an earlier, weaker checkpoint of the same run")
+    if not config.dream.autoguide_weight > 0:
+        raise ConfigError(f"config key dream.autoguide_weight: expected a weight w > 0 (the guided output is "
+                          f"(1 + w) D_model - w D_guide), got {config.dream.autoguide_weight}")
+    if config.distill.from_steps is not None and any(step is not None for step in steps):
+        raise ConfigError("config key dream.autoguide_step: set, but distill.from_steps is too: the study dreams "
+                          "with the distilled student, which has no earlier self to be guided by (set one to null)")
 
 
 def _validate_selection(selection: ClassifierSelectionConfig) -> None:

@@ -43,7 +43,8 @@ from dreamdata.experiments.study.config import StudyConfig, k_label, study_from_
 
 GENERATOR_DONE = "study-stage-complete.json"
 # what the summary says of how each K's images were dreamed (keys of the dream manifest's spec)
-DREAM_SETTINGS = ("sampler", "steps", "spacing", "guidance", "guidance_interval", "precision", "seed")
+DREAM_SETTINGS = ("sampler", "steps", "spacing", "guidance", "guidance_interval", "precision", "seed",
+                  "autoguide_weight")
 
 
 def generator_run_config(config: StudyConfig, index: int) -> RunConfig:
@@ -59,7 +60,17 @@ def generator_run_config(config: StudyConfig, index: int) -> RunConfig:
                  f"train.device={config.device}",
                  f"train.num_threads={config.num_threads or 'null'}",
                  "train.progress=false", f"name=generator-K{k_label(k)}"]
+    guide_step = autoguide_step(config, index)
+    if guide_step is not None:  # the checkpoint the dream is autoguided by outlives the rotation
+        overrides.append(f"train.keep_steps=[{guide_step}]")
     return load_config(config.generator.config, overrides)
+
+
+def autoguide_step(config: StudyConfig, index: int) -> int | None:
+    """The training step of the ``index``-th K's generator that autoguides its dream (``dream.autoguide_step``),
+    or None."""
+    steps = config.dream.autoguide_step
+    return None if steps is None else steps[index]
 
 
 def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callable[[str], None]) -> None:
@@ -99,10 +110,17 @@ def _dream(config: StudyConfig, index: int, dreamer_dir: Path, out_dir: Path, de
     from dreamdata.dream.writer import dream_dataset
     from dreamdata.training.pretrained import load_trained
 
-    from dreamdata.sampling.from_run import distilled_sampling, is_gan
+    from dreamdata.sampling.from_run import autoguide, distilled_sampling, is_gan
 
     d = config.dream
     model = load_trained(dreamer_dir, device=device)
+    guide, guide_step = None, autoguide_step(config, index)
+    if guide_step is not None:
+        if is_gan(model.process):
+            raise ConfigError(f"config key dream.autoguide_step: {dreamer_dir} is a GAN generator, which draws in "
+                              "one pass: autoguidance guides a diffusion model's steps (set it to null)")
+        model.network, guide = autoguide(model, guide_step, d.autoguide_weight,
+                                         option="config key dream.autoguide_step")
     # a GAN generator (generator.config: gan) dreams in one pass: the diffusion sampler settings do not apply;
     # a distilled student (distill.from_steps) with the DDIM it was distilled for, its guidance baked in
     if is_gan(model.process):
@@ -121,7 +139,10 @@ def _dream(config: StudyConfig, index: int, dreamer_dir: Path, out_dir: Path, de
                      seed=d.seed, chunk=d.chunk, channels=int(model.network.in_channels),
                      image_size=int(model.network.image_size), keep_top=d.keep_top,
                      filter_classifier_sha256=file_sha256(filter_path) if filter_path else None,
-                     precision=None if d.precision == "fp32" else d.precision)
+                     precision=None if d.precision == "fp32" else d.precision,
+                     autoguide_sha256=None if guide is None else file_sha256(guide.checkpoint),
+                     autoguide_checkpoint=None if guide is None else str(guide.checkpoint),
+                     autoguide_weight=None if guide is None else float(d.autoguide_weight))
     classifier = None
     if filter_path is not None:
         from dreamdata.classify.checkpoint import load_classifier
@@ -273,7 +294,8 @@ def run_study(config: StudyConfig, study_dir: Path | None = None, log: Callable[
         per_k[k_label(k)] = {"summary": summary, "real_per_class": k, "real_images": len(real),
                              "synthetic_images": len(synthetic), "dream_seconds": manifest.get("seconds"),
                              "dreaming": manifest.get("dreaming"),
-                             "dreamed_with": {key: spec.get(key) for key in DREAM_SETTINGS},
+                             "dreamed_with": {**{key: spec.get(key) for key in DREAM_SETTINGS},
+                                              "autoguide_step": autoguide_step(config, index)},
                              "filter": manifest.get("filter"), "selection": selection,
                              "timings": timings}
     return write_study_report(study_dir, config, per_k, record)

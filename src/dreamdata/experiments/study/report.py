@@ -35,6 +35,8 @@ def dream_description(entry: dict) -> str:
     text = f"{w['sampler']}, {w['steps']} steps ({w['spacing']}), guidance {w['guidance']:g}"
     if w.get("guidance_interval"):
         text += f" in sigma ({w['guidance_interval'][0]:g}, {w['guidance_interval'][1]:g}]"
+    if w.get("autoguide_step") is not None:
+        text += f", autoguided by its step-{w['autoguide_step']} EMA (w = {w['autoguide_weight']:g})"
     text += f", {w.get('precision') or 'fp32'}, seed {w['seed']}"
     rate = (entry.get("dreaming") or {}).get("images_per_second")
     text += f", {rate:.2f} images/s ({entry['dreaming']['layout']})" if rate else ""
