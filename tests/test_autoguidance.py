@@ -188,26 +188,30 @@ def test_evaluate_with_a_guide_equal_to_the_model_scores_what_the_model_scores(t
     assert "guides the sampling of a run" in capsys.readouterr().err
 
 
-def test_interpolate_is_autoguided_like_sample(tmp_path, tiny_run, capsys):
+def test_interpolate_is_autoguided_like_sample(tmp_path, tiny_overrides, capsys):
     # a guide with the model's own weights leaves the strip as it is ((1 + w) D - w D = D); an earlier checkpoint
-    # changes it, and the default file name says which guide at which weight
+    # changes it, and the default file name says which guide at which weight. 30 training steps: after 2, every
+    # pixel of the strip saturates, guided or not, and the guide could not show.
     from PIL import Image
 
     from dreamdata.cli import main
+    from dreamdata.config import load_config
+    from dreamdata.training.trainer import train
 
-    folder = tiny_run / "checkpoints"
-    copy = folder / "step-000000099.safetensors"
-    shutil.copy(folder / "step-000000002.safetensors", copy)
-    common = ["interpolate", str(tiny_run), "--class", "0", "--frames", "3", "--steps", "4", "--device", "cpu"]
+    run = train(load_config("tiny", [*tiny_overrides, "train.steps=30", "train.sample_grid=false",
+                                     "train.checkpoint_every=10", "train.keep_checkpoints=0"])).run_dir
+    copy = run / "checkpoints" / "step-000000099.safetensors"  # not a training step: a copy of the last weights
+    shutil.copy(run / "checkpoints" / "step-000000030.safetensors", copy)
+    common = ["interpolate", str(run), "--class", "0", "--frames", "3", "--steps", "5", "--device", "cpu"]
 
     def strip(*extra, out=None):
         assert main([*common, *extra, *(["--out", str(out)] if out else [])]) == 0
-        path = out or next(p for p in (tiny_run / "samples").glob("interpolate-*ag2-step1.png"))
+        path = out or next((run / "samples").glob("interpolate-*ag2-step10.png"))
         return np.asarray(Image.open(path)).astype(int)
 
     plain = strip(out=tmp_path / "plain.png")
     itself = strip("--autoguide", str(copy), "--autoguide-weight", "2", out=tmp_path / "self.png")
     assert np.abs(plain - itself).max() <= 1
-    early = strip("--autoguide", "1", "--autoguide-weight", "2")
+    early = strip("--autoguide", "10", "--autoguide-weight", "2")
     assert np.abs(plain - early).max() > 1
-    assert "autoguided by step-000000001.safetensors at w=2" in capsys.readouterr().out
+    assert "autoguided by step-000000010.safetensors at w=2" in capsys.readouterr().out
