@@ -194,6 +194,16 @@ augment: {{seeds: 1, classifier: {{batch_size: 8}}}}
     return path
 
 
+def assert_refused_by_key(path: Path, accepted: list[str], refused: list[str], needles: list[str]) -> None:
+    """The study at ``path`` loads with the ``accepted`` overrides, and with ``refused`` added fails with a
+    one-line ConfigError that contains every needle."""
+    load_study_config(str(path), accepted)
+    with pytest.raises(ConfigError) as error:
+        load_study_config(str(path), accepted + refused)
+    message = str(error.value)
+    assert "\n" not in message and all(needle in message for needle in needles), message
+
+
 RULE = """classifier_epochs: 2
 classifier_min_steps: 3
 dream: {per_class_multiple: 0.5, per_class_max: 5, steps: 2, batch: 8, chunk: 8}"""
