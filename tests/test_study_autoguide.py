@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from safetensors.torch import load_file
 from test_study_budgets import assert_refused_by_key, write_rule_study
 
@@ -72,6 +73,24 @@ def test_autoguide_settings_a_study_cannot_dream_are_refused(tmp_path, overrides
     # off for the one K: accepted
     assert_refused_by_key(write_rule_study(tmp_path, ONE_K), base + ["dream.autoguide_step=[null]"], overrides,
                           needles)
+
+
+def test_the_dry_run_says_which_k_is_autoguided_by_which_step(tmp_path, capsys):
+    """Two K's, the first guided by its step 2 at w = 0.5 and K = all unguided: the plan printed before anything
+    runs says so per K, and the resolved YAML keeps the list as given."""
+    path = write_rule_study(tmp_path, ONE_K.replace("[2]", "[2, 2]"))
+    assert main(["study", str(path), "generator.steps=[4, 6]", "dream.autoguide_step=[2, null]",
+                 "dream.autoguide_weight=0.5", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "#   dreamed autoguided (w = 0.5) by each generator's own EMA at an earlier step: K = 4 step 2, " \
+           "K = all unguided\n" in printed
+    plan = {line.split(":")[0]: line for line in printed.splitlines() if line.startswith("#   K = ")}
+    assert plan["#   K = 4"].endswith("generator 4 steps, autoguided by its step-2 EMA")
+    assert plan["#   K = all"].endswith("generator 6 steps")
+    assert yaml.safe_load(printed)["dream"]["autoguide_step"] == [2, None]
+    # unguided everywhere: no word of it
+    assert main(["study", str(path), "generator.steps=[4, 6]", "--dry-run"]) == 0
+    assert "autoguided" not in capsys.readouterr().out
 
 
 @pytest.mark.slow

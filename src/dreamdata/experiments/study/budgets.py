@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from dreamdata.data.image_data import ImageData
-from dreamdata.experiments.study.config import ClassifierSelectionConfig, StudyConfig, k_label, uses_rule
+from dreamdata.experiments.study.config import (ClassifierSelectionConfig, StudyConfig, autoguide_step, k_label,
+                                                uses_rule)
 
 BUDGETS = "budgets.json"
 CLASSIFIER_RULE = "max(classifier_min_steps, ceil(classifier_epochs x real images / batch_size))"
@@ -108,6 +109,11 @@ def describe_rules(config: StudyConfig) -> list[str]:
         lines.append(f"dreamed by a {d.steps}-step DDIM student progressively distilled from the generator's "
                      f"{c.distill.from_steps}-step DDIM ({c.distill.steps_per_round} updates per halving, guidance "
                      f"w = {_number(d.guidance)} baked in)")
+    if d.autoguide_step is not None and any(step is not None for step in d.autoguide_step):
+        guides = ", ".join(f"K = {k_label(k)} " + ("unguided" if step is None else f"step {step}")
+                           for k, step in zip(c.real.per_class, d.autoguide_step))
+        lines.append(f"dreamed autoguided (w = {_number(d.autoguide_weight)}) by each generator's own EMA at an "
+                     f"earlier step: {guides}")
     return lines
 
 
@@ -144,6 +150,7 @@ def resolve_budgets(config: StudyConfig, counts: list[RealCount] | None) -> tupl
                 entry["classifier_steps_max"] = max(1, exact_ceil(selection.max_multiple, steps[index]))
         unit, amount = c.generator.budget(index)
         entry["generator"] = f"{amount:g} {unit}"
+        entry["autoguide_step"] = autoguide_step(c, index)
         per_k[k_label(k)] = entry
     record = {
         "classifier_steps": ({"rule": CLASSIFIER_RULE, "classifier_epochs": c.classifier_epochs,
@@ -170,5 +177,6 @@ def resolved_yaml(resolved: StudyConfig, record: dict) -> str:
                  f"{entry['classifier_steps']} classifier steps")
         lines.append(f"#   K = {k}: {steps} "
                      f"({entry['classifier_steps_from']}), {entry['dream_per_class']} dreamed per class "
-                     f"({entry['dream_per_class_from']}), generator {entry['generator']}")
+                     f"({entry['dream_per_class_from']}), generator {entry['generator']}"
+                     + (f", autoguided by its step-{entry['autoguide_step']} EMA" if entry["autoguide_step"] else ""))
     return "\n".join(lines) + "\n" + resolved.to_yaml()

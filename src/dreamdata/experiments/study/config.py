@@ -294,6 +294,13 @@ def _validate_distill(config: StudyConfig) -> None:
                           "is set: the student has dream.guidance baked in at every step (set the interval to null)")
 
 
+def autoguide_step(config: StudyConfig, index: int) -> int | None:
+    """The training step of the ``index``-th K's generator that autoguides its dream (``dream.autoguide_step``),
+    or None."""
+    steps = config.dream.autoguide_step
+    return None if steps is None else steps[index]
+
+
 def _validate_autoguide(config: StudyConfig) -> None:
     """``dream.autoguide_step``: one earlier step of each K's generator (or null), which that generator reaches."""
     steps, count = config.dream.autoguide_step, len(config.real.per_class)

@@ -39,7 +39,7 @@ from dreamdata.data import describe_hflip, load_dataset, resolve_hflip
 from dreamdata.errors import ConfigError, DreamdataError
 from dreamdata.data.image_data import ImageData
 from dreamdata.experiments.study.budgets import BUDGETS, RealCount, explicit_form, resolve_budgets, resolved_yaml
-from dreamdata.experiments.study.config import StudyConfig, k_label, study_from_tree, uses_rule
+from dreamdata.experiments.study.config import StudyConfig, autoguide_step, k_label, study_from_tree, uses_rule
 
 GENERATOR_DONE = "study-stage-complete.json"
 # what the summary says of how each K's images were dreamed (keys of the dream manifest's spec)
@@ -64,13 +64,6 @@ def generator_run_config(config: StudyConfig, index: int) -> RunConfig:
     if guide_step is not None:  # the checkpoint the dream is autoguided by outlives the rotation
         overrides.append(f"train.keep_steps=[{guide_step}]")
     return load_config(config.generator.config, overrides)
-
-
-def autoguide_step(config: StudyConfig, index: int) -> int | None:
-    """The training step of the ``index``-th K's generator that autoguides its dream (``dream.autoguide_step``),
-    or None."""
-    steps = config.dream.autoguide_step
-    return None if steps is None else steps[index]
 
 
 def _train_generator(config: StudyConfig, index: int, run_dir: Path, log: Callable[[str], None]) -> None:
