@@ -116,6 +116,18 @@ def add_precision_argument(parser: argparse.ArgumentParser, recorded_in: str) ->
                              f"bf16 units; the sampler's own arithmetic stays fp32; recorded in {recorded_in})")
 
 
+def add_guidance_arguments(parser: argparse.ArgumentParser, recorded_in: str) -> None:
+    """``--guidance W`` and ``--guidance-interval LO,HI``: classifier-free guidance (Ho & Salimans 2022), applied
+    at every step or only in an interval of noise levels (Kynkaanniemi et al. 2024)."""
+    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
+                        help="classifier-free guidance scale w >= 0 (default 0: none)")
+    parser.add_argument("--guidance-interval", type=guidance_interval, default=None, metavar="LO,HI",
+                        help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
+                             "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); the "
+                             f"other steps take one conditional pass; recorded in {recorded_in} (default: guide "
+                             "every step)")
+
+
 def add_autoguide_arguments(parser: argparse.ArgumentParser, recorded_in: str) -> None:
     """``--autoguide STEP|RUN|CKPT`` and ``--autoguide-weight W``: autoguidance (Karras et al. 2024, see
     :mod:`dreamdata.sampling.autoguidance`), resolved by :func:`dreamdata.sampling.from_run.autoguide`."""

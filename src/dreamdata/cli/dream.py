@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from dreamdata.cli.arguments import (add_autoguide_arguments, add_precision_argument, check_output_directory,
-                                     finite_float, guidance_interval, guidance_scale)
+from dreamdata.cli.arguments import (add_autoguide_arguments, add_guidance_arguments, add_precision_argument,
+                                     check_output_directory, finite_float)
 from dreamdata.errors import DreamdataError
 
 
@@ -30,12 +30,7 @@ def add_dream(subparsers) -> None:
                         help="output directory (new, empty, an unfinished dream run, or one to grow)")
     parser.add_argument("--classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to dream, repeatable or comma-separated (default all)")
-    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
-                        help="classifier-free guidance scale w >= 0 (default 0: none)")
-    parser.add_argument("--guidance-interval", type=guidance_interval, default=None, metavar="LO,HI",
-                        help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
-                             "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); "
-                             "recorded in the manifest (default: guide every step)")
+    add_guidance_arguments(parser, "the manifest")
     add_autoguide_arguments(parser, "the manifest")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... (default ddim; a GAN run: gan; a distilled run: its own DDIM)")

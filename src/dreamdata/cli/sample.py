@@ -6,9 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from dreamdata.cli.arguments import (add_autoguide_arguments, add_precision_argument, check_output_directory,
-                                     check_positive, finite_float, guidance_interval, guidance_scale,
-                                     non_negative_float)
+from dreamdata.cli.arguments import (add_autoguide_arguments, add_guidance_arguments, add_precision_argument,
+                                     check_output_directory, check_positive, finite_float, non_negative_float)
 from dreamdata.errors import DreamdataError
 
 
@@ -23,12 +22,7 @@ def add_sample(subparsers) -> None:
     parser.add_argument("--n", type=int, default=8, help="samples per class (default 8)")
     parser.add_argument("--class", dest="classes", action="append", metavar="NAME|INDEX|all",
                         help="class(es) to sample, repeatable or comma-separated (default all)")
-    parser.add_argument("--guidance", type=guidance_scale, default=0.0,
-                        help="classifier-free guidance scale w >= 0 (default 0: none)")
-    parser.add_argument("--guidance-interval", type=guidance_interval, default=None, metavar="LO,HI",
-                        help="apply the guidance only at noise levels LO < sigma <= HI, EDM's sigma = "
-                             "sqrt((1 - alpha_bar) / alpha_bar) (Kynkaanniemi et al. 2024, e.g. 0.28,5.42); the "
-                             "other steps take one conditional pass (default: guide every step)")
+    add_guidance_arguments(parser, "sample.json")
     add_autoguide_arguments(parser, "sample.json")
     parser.add_argument("--sampler", default=None,
                         help="ddpm, ddim, dpm++2m, ... for Gaussian runs (default ddpm); cold-improved or "
